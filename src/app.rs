@@ -1,0 +1,112 @@
+//! Wiring: builds the tier, origin client and services from a validated [`Config`] and runs
+//! them on pre-bound listeners until the shutdown future completes.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::AdminService;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::proxy::{OriginClient, ProxyService};
+use crate::server::{self, ServerLimits};
+use crate::tiers::MemoryTier;
+
+/// The bound sockets Cachet serves on. Binding is the caller's job, so tests bind port 0.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Client traffic (`[server].listen`).
+    pub proxy: TcpListener,
+    /// Health and admin (`[admin].listen`).
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both addresses of `config`.
+    ///
+    /// # Errors
+    /// The bind failure, naming nothing secret.
+    pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        Ok(Self {
+            proxy: TcpListener::bind(config.server.listen).await?,
+            admin: TcpListener::bind(config.admin.listen).await?,
+        })
+    }
+}
+
+/// Knobs that are not configuration: what tests inject.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The time source for every freshness decision.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// A failure that stops Cachet.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("listener failed")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs Cachet with the system clock. See [`run_with`].
+///
+/// # Errors
+/// [`RunError`] when a listener fails.
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    run_with(listeners, config, RunOptions::default(), shutdown).await
+}
+
+/// Serves client traffic and the admin API until `shutdown` completes, then drains both
+/// within `[server].drain_timeout` and returns.
+///
+/// # Errors
+/// [`RunError`] when a listener fails.
+pub async fn run_with(
+    listeners: Listeners,
+    config: Config,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let tier = MemoryTier::new(config.cache.memory_max_bytes);
+    let proxy = ProxyService::new(&config, tier, OriginClient::new(), options.clock);
+    let limits = ServerLimits::from(&config.server);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    };
+    tracing::info!(
+        proxy = %listeners.proxy.local_addr()?,
+        admin = %listeners.admin.local_addr()?,
+        routes = config.routes.len(),
+        "listening"
+    );
+    let (_, proxy_result, admin_result) = tokio::join!(
+        signal,
+        server::serve(listeners.proxy, proxy, limits, stopped(stop_rx.clone())),
+        server::serve(listeners.admin, AdminService, limits, stopped(stop_rx)),
+    );
+    proxy_result?;
+    admin_result?;
+    Ok(())
+}
+
+/// Completes once the stop flag is raised (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
+}

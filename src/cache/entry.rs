@@ -1,0 +1,68 @@
+//! [`Entry`]: a stored response, immutable and shared as `Arc<Entry>`, with the times that
+//! decide its freshness computed once, when it was stored.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+
+use super::key::Fingerprint;
+
+/// When an entry stops being fresh, usable stale, and worth keeping; fixed at store time so
+/// that a lookup is a few comparisons with `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryTimes {
+    /// When the response was received from the origin.
+    pub stored_at: SystemTime,
+    /// The response's age when it was received (upstream `Age` and time in transit).
+    pub initial_age: Duration,
+    pub fresh_until: SystemTime,
+    pub stale_while_revalidate_until: SystemTime,
+    pub stale_if_error_until: SystemTime,
+    /// After this the entry is useless and may be dropped by every tier.
+    pub keep_until: SystemTime,
+}
+
+/// A stored response. Headers are pre-built (hop-by-hop and tag headers removed), the body is
+/// `Bytes`: serving a hit copies refcounts, not bytes.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The partition the entry was filled in; a lookup from another partition is a miss.
+    pub partition: Fingerprint,
+    /// Origin, static and automatic tags; never raw header values.
+    pub tags: Vec<String>,
+    pub times: EntryTimes,
+}
+
+impl Entry {
+    /// Approximate bytes this entry holds, for the memory tier's weigher.
+    pub fn weight(&self) -> u32 {
+        // Fixed overhead for the struct, map and Arc: small entries still cost something.
+        const OVERHEAD: usize = 256;
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 32)
+            .sum();
+        let tags: usize = self.tags.iter().map(|t| t.len() + 24).sum();
+        let total = OVERHEAD + headers + tags + self.body.len();
+        u32::try_from(total).unwrap_or(u32::MAX)
+    }
+
+    /// `Age` (RFC 9111 §5.1) at `now`, in whole seconds.
+    pub fn age(&self, now: SystemTime) -> u64 {
+        let resident = now.duration_since(self.times.stored_at).unwrap_or_default();
+        (self.times.initial_age + resident).as_secs()
+    }
+
+    /// How long the tiers should keep the entry from `now`; zero when it is no longer useful.
+    pub fn keep_for(&self, now: SystemTime) -> Duration {
+        self.times
+            .keep_until
+            .duration_since(now)
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,226 @@
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use proptest::prelude::*;
+
+use super::*;
+
+fn target(uri: &str, host: &str) -> Result<Target, TargetError> {
+    let uri: Uri = uri.parse().expect("test URI parses");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        HOST,
+        HeaderValue::from_str(host).expect("test host is a header value"),
+    );
+    Target::from_request(&uri, &headers)
+}
+
+#[test]
+fn targets_are_normalized_before_routing() {
+    let cases = [
+        ("/a/b", "/a/b", None),
+        ("/a/./b", "/a/b", None),
+        ("/a/../b", "/b", None),
+        ("/../../etc/passwd", "/etc/passwd", None),
+        ("/a/b/..", "/a/", None),
+        ("/a/%2e%2e/b", "/b", None),
+        ("/%41%62c", "/Abc", None),
+        ("/caf%c3%a9", "/caf%C3%A9", None),
+        ("/x?b=%7e&a=1", "/x", Some("b=~&a=1")),
+        ("/", "/", None),
+        ("/a//b", "/a//b", None),
+    ];
+    for (input, path, query) in cases {
+        let t = target(input, "example.com").unwrap_or_else(|e| panic!("{input}: {e}"));
+        assert_eq!(t.path, path, "{input}");
+        assert_eq!(t.query.as_deref(), query, "{input}");
+    }
+}
+
+#[test]
+fn encoded_separators_and_bad_encodings_are_refused() {
+    for input in ["/a%2Fb", "/a%2fb", "/a%5Cb", "/a%00b", "/a%zz", "/a%4"] {
+        assert!(
+            target(input, "example.com").is_err(),
+            "{input} must be refused"
+        );
+    }
+}
+
+#[test]
+fn authority_is_lower_cased_and_the_default_port_dropped() {
+    let t = target("/", "API.Example.COM:80").unwrap();
+    assert_eq!(
+        (t.host.as_str(), t.authority.as_str()),
+        ("api.example.com", "api.example.com")
+    );
+    let t = target("/", "api.example.com:8080").unwrap();
+    assert_eq!(t.authority, "api.example.com:8080");
+    for bad in ["", "user@host", "a b", "host:port"] {
+        assert!(target("/", bad).is_err(), "{bad:?} must be refused");
+    }
+}
+
+#[test]
+fn absolute_form_uses_its_own_authority() {
+    let uri: Uri = "http://Other.example/p".parse().unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert(HOST, HeaderValue::from_static("ignored.example"));
+    let t = Target::from_request(&uri, &headers).unwrap();
+    assert_eq!(t.authority, "other.example");
+}
+
+fn tenant_headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in pairs {
+        headers.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    headers
+}
+
+/// Pinned so that a change of the key scheme (which orphans every shared-tier entry) is a
+/// deliberate decision, not an accident.
+#[test]
+fn key_scheme_is_pinned() {
+    let hasher = PartitionHasher::new(Some("secret"));
+    let partition = hasher.partition(&[], &HeaderMap::new());
+    let key = CacheKey::build(
+        "products",
+        &target("/p?b=2&a=1", "example.com").unwrap(),
+        &[],
+        &partition,
+    );
+    assert_eq!(key.to_string().len(), 64);
+    let again = CacheKey::build(
+        "products",
+        &target("/p?a=1&b=2", "example.com").unwrap(),
+        &[],
+        &partition,
+    );
+    assert_eq!(key, again);
+    assert_eq!(
+        key.to_string(),
+        CacheKey::build(
+            "products",
+            &target("/p?a=1&b=2", "EXAMPLE.com:80").unwrap(),
+            &[],
+            &partition
+        )
+        .to_string()
+    );
+}
+
+#[test]
+fn absent_key_header_is_its_own_partition() {
+    let hasher = PartitionHasher::new(None);
+    let key_headers = [HeaderName::from_static("x-tenant-id")];
+    let none = hasher.partition(&key_headers, &HeaderMap::new());
+    let empty = hasher.partition(&key_headers, &tenant_headers(&[("x-tenant-id", "")]));
+    let acme = hasher.partition(&key_headers, &tenant_headers(&[("x-tenant-id", "acme")]));
+    assert_ne!(none.id, empty.id);
+    assert_ne!(none.id, acme.id);
+    assert_ne!(empty.id, acme.id);
+    assert!(none.parts.is_empty());
+    assert_eq!(acme.parts.len(), 1);
+}
+
+#[test]
+fn credentials_mark_the_partition() {
+    let hasher = PartitionHasher::new(None);
+    let with = hasher.partition(&[], &tenant_headers(&[("authorization", "Bearer a")]));
+    let without = hasher.partition(&[], &HeaderMap::new());
+    assert!(with.had_credentials && !with.credential);
+    assert_ne!(with.id, without.id);
+    let per_credential = hasher.partition(
+        &[AUTHORIZATION],
+        &tenant_headers(&[("authorization", "Bearer a")]),
+    );
+    assert!(per_credential.credential);
+}
+
+#[test]
+fn partition_fingerprints_depend_on_the_secret_and_never_show_the_value() {
+    let key_headers = [HeaderName::from_static("authorization")];
+    let headers = tenant_headers(&[("authorization", "Bearer tok3n-value")]);
+    let a = PartitionHasher::new(Some("one")).partition(&key_headers, &headers);
+    let b = PartitionHasher::new(Some("two")).partition(&key_headers, &headers);
+    assert_ne!(a.id, b.id);
+    let shown = format!("{a:?} {} {}", a.id, a.parts[0].1);
+    assert!(!shown.contains("tok3n"), "{shown}");
+}
+
+#[test]
+fn ignored_query_parameters_do_not_split_the_key() {
+    let hasher = PartitionHasher::new(None);
+    let p = hasher.partition(&[], &HeaderMap::new());
+    let ignore = vec!["utm_source".to_owned()];
+    let a = CacheKey::build(
+        "r",
+        &target("/x?id=1&utm_source=mail", "h").unwrap(),
+        &ignore,
+        &p,
+    );
+    let b = CacheKey::build("r", &target("/x?id=1", "h").unwrap(), &ignore, &p);
+    let c = CacheKey::build("r", &target("/x?id=2", "h").unwrap(), &ignore, &p);
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+}
+
+proptest! {
+    /// Query order never changes a key.
+    #[test]
+    fn query_order_never_changes_a_key(
+        params in proptest::collection::vec(("[a-z]{1,3}", "[a-z0-9]{0,3}"), 0..6),
+        seed in any::<u64>(),
+    ) {
+        let hasher = PartitionHasher::new(None);
+        let p = hasher.partition(&[], &HeaderMap::new());
+        let join = |ps: &[(String, String)]| ps.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+        let mut shuffled = params.clone();
+        // A deterministic shuffle driven by the seed.
+        let len = shuffled.len();
+        if len > 1 {
+            for i in 0..len {
+                let j = usize::try_from(seed.rotate_left(u32::try_from(i).unwrap()) % (len as u64)).unwrap();
+                shuffled.swap(i, j);
+            }
+        }
+        let a = CacheKey::build("r", &target(&format!("/p?{}", join(&params)), "h").unwrap(), &[], &p);
+        let b = CacheKey::build("r", &target(&format!("/p?{}", join(&shuffled)), "h").unwrap(), &[], &p);
+        prop_assert_eq!(a, b);
+    }
+
+    /// Distinct partitions never share a key for the same URL.
+    #[test]
+    fn distinct_partitions_never_share_a_key(a in "[ -~]{0,12}", b in "[ -~]{0,12}", with_auth in any::<bool>()) {
+        prop_assume!(a.trim() != b.trim());
+        let hasher = PartitionHasher::new(Some("s"));
+        let key_headers = [HeaderName::from_static("x-tenant-id")];
+        let headers_for = |tenant: &str| {
+            let mut h = tenant_headers(&[("x-tenant-id", tenant.trim())]);
+            if with_auth {
+                h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+            }
+            h
+        };
+        let t = target("/same", "h").unwrap();
+        let pa = hasher.partition(&key_headers, &headers_for(&a));
+        let pb = hasher.partition(&key_headers, &headers_for(&b));
+        prop_assert_ne!(&pa.id, &pb.id);
+        prop_assert_ne!(CacheKey::build("r", &t, &[], &pa), CacheKey::build("r", &t, &[], &pb));
+    }
+
+    /// Normalization never panics, and is idempotent: a normalized target normalizes to itself.
+    #[test]
+    fn normalization_never_panics_and_is_idempotent(path in "/[a-zA-Z0-9%./_~-]{0,40}") {
+        if let Ok(uri) = path.parse::<Uri>() {
+            let mut headers = HeaderMap::new();
+            headers.insert(HOST, HeaderValue::from_static("h"));
+            if let Ok(t) = Target::from_request(&uri, &headers) {
+                let again = Target::from_request(&t.path.parse::<Uri>().unwrap(), &headers).unwrap();
+                prop_assert_eq!(again.path, t.path);
+            }
+        }
+    }
+}

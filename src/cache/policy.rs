@@ -1,0 +1,259 @@
+//! The storage decision (RFC 9111 §3) and the entry's times (§4.2), made once per fill.
+//!
+//! `http-cache-semantics` decides storability and the origin's freshness lifetime, on a
+//! *sanitized* request that never carries raw credentials or key-header values. Route rules
+//! are applied on top: `default_ttl` when the origin gave no freshness information, `max_ttl`
+//! as a cap, the stale windows (RFC 5861) where the origin does not forbid them.
+
+use std::time::{Duration, SystemTime};
+
+use http::header::{AGE, AUTHORIZATION, CACHE_CONTROL, DATE, EXPIRES, SET_COOKIE, VARY};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_cache_semantics::{CacheOptions, CachePolicy};
+
+use super::entry::EntryTimes;
+use super::key::{Partition, Target};
+use crate::config::Route;
+
+/// Why a response was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStorable {
+    /// RFC 9111 §3 said no (`no-store`, `private` in a shared partition, credentials without
+    /// `public`, a status the cache does not understand or may not store).
+    Policy,
+    /// `Set-Cookie` on a route without `cache_set_cookie`.
+    SetCookie,
+    /// `Vary`: variants are not stored yet (the two-step lookup is the semantics issue's).
+    Vary,
+    /// Nothing to serve: no freshness and no stale window.
+    NoLifetime,
+}
+
+/// The outcome of [`decide`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Store(EntryTimes),
+    DontStore(NotStorable),
+}
+
+/// Statuses `default_ttl` applies to: successful and permanent-redirect answers that are
+/// cacheable by default (RFC 9110 §15.1). Error statuses are stored only when the origin marks
+/// them cacheable itself.
+const DEFAULT_TTL_STATUSES: [u16; 6] = [200, 203, 204, 300, 301, 308];
+
+/// The request the policy is evaluated on: method, path and a placeholder for credentials.
+/// Nothing secret reaches it, because the policy may be serialized into a shared tier.
+pub fn sanitized_request(target: &Target, partition: &Partition) -> http::request::Parts {
+    let mut request = http::Request::new(());
+    *request.method_mut() = Method::GET;
+    *request.uri_mut() = target
+        .path_and_query()
+        .parse()
+        .unwrap_or_else(|_| http::Uri::from_static("/"));
+    if partition.had_credentials {
+        request
+            .headers_mut()
+            .insert(AUTHORIZATION, HeaderValue::from_static("redacted"));
+    }
+    request.into_parts().0
+}
+
+/// Decides whether a fill's response is stored and computes its times.
+///
+/// `request_time` is when the fill was sent, `response_time` when its head arrived.
+pub fn decide(
+    route: &Route,
+    request: &http::request::Parts,
+    partition: &Partition,
+    status: StatusCode,
+    headers: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Decision {
+    if headers.contains_key(SET_COOKIE) && !route.cache_set_cookie {
+        return Decision::DontStore(NotStorable::SetCookie);
+    }
+    if headers.contains_key(VARY) {
+        return Decision::DontStore(NotStorable::Vary);
+    }
+    if matches!(
+        status,
+        StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED
+    ) {
+        return Decision::DontStore(NotStorable::Policy);
+    }
+    // In a per-credential partition the cache acts as a private cache (DESIGN.md
+    // "Authenticated responses"): `private` may be stored.
+    let shared = !partition.credential;
+    let cc = Directives::parse(headers);
+    let explicit =
+        cc.has("max-age") || (shared && cc.has("s-maxage")) || headers.contains_key(EXPIRES);
+    let mut response = http::Response::new(());
+    // RFC 9111 §3 asks a cache to understand the status only for 206, 304 and
+    // `must-understand`; the library (RFC 7234 era) refuses every status it does not list.
+    // An error the origin explicitly marks fresh is stored, so it is evaluated as a 200.
+    *response.status_mut() = if explicit && !cc.has("must-understand") && status.as_u16() >= 400 {
+        StatusCode::OK
+    } else {
+        status
+    };
+    *response.headers_mut() = headers.clone();
+    if route.cache_set_cookie {
+        // Opted in: the library would otherwise give such responses no freshness.
+        response.headers_mut().remove(SET_COOKIE);
+    }
+    let options = CacheOptions {
+        shared,
+        ..CacheOptions::default()
+    };
+    let policy = CachePolicy::new_options(request, &response, response_time, options);
+    if !policy.is_storable() {
+        return Decision::DontStore(NotStorable::Policy);
+    }
+
+    let initial_age = initial_age(headers, request_time, response_time);
+    let mut lifetime = match freshness_lifetime(&cc, headers, shared, response_time) {
+        Some(lifetime) => lifetime,
+        None if !route.default_ttl.is_zero() && DEFAULT_TTL_STATUSES.contains(&status.as_u16()) => {
+            route.default_ttl
+        }
+        None => {
+            // Heuristic freshness (§4.2.2), from the library; it counts from the response's
+            // generation, so add back the age it subtracted.
+            let ttl = policy.time_to_live(response_time);
+            if ttl.is_zero() {
+                Duration::ZERO
+            } else {
+                ttl + policy.age(response_time)
+            }
+        }
+    };
+    if let Some(max_ttl) = route.max_ttl {
+        lifetime = lifetime.min(max_ttl);
+    }
+    let fresh_for = lifetime.saturating_sub(initial_age);
+
+    // RFC 9111 §4.2.4 and §5.2.2: these directives forbid serving stale, whatever the route says.
+    let stale_forbidden = cc.has("must-revalidate")
+        || cc.has("proxy-revalidate")
+        || cc.has("no-cache")
+        || (shared && cc.has("s-maxage"))
+        || (partition.credential && !route.cache_authenticated_stale);
+    let window = |route_window: Duration, directive: &str| {
+        if stale_forbidden {
+            Duration::ZERO
+        } else {
+            route_window.max(cc.seconds(directive).unwrap_or_default())
+        }
+    };
+    let swr = window(route.stale_while_revalidate, "stale-while-revalidate");
+    let sie = window(route.stale_if_error, "stale-if-error");
+
+    let fresh_until = response_time + fresh_for;
+    let times = EntryTimes {
+        stored_at: response_time,
+        initial_age,
+        fresh_until,
+        stale_while_revalidate_until: fresh_until + swr,
+        stale_if_error_until: fresh_until + sie,
+        keep_until: fresh_until + swr.max(sie),
+    };
+    if times.keep_until <= response_time {
+        return Decision::DontStore(NotStorable::NoLifetime);
+    }
+    Decision::Store(times)
+}
+
+/// RFC 9111 §4.2.1: the origin's freshness lifetime, `None` when it states none. `no-cache`
+/// (§5.2.2.4) gives zero: stored, but never served without validation. An invalid value means
+/// already expired (§5.3, §1.2.2).
+fn freshness_lifetime(
+    cc: &Directives,
+    headers: &HeaderMap,
+    shared: bool,
+    response_time: SystemTime,
+) -> Option<Duration> {
+    if cc.has("no-cache") {
+        return Some(Duration::ZERO);
+    }
+    if shared && cc.has("s-maxage") {
+        return Some(cc.seconds("s-maxage").unwrap_or_default());
+    }
+    if cc.has("max-age") {
+        return Some(cc.seconds("max-age").unwrap_or_default());
+    }
+    let expires = headers.get(EXPIRES)?;
+    let date = headers
+        .get(DATE)
+        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok())
+        .unwrap_or(response_time);
+    Some(
+        expires
+            .to_str()
+            .ok()
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .and_then(|expires| expires.duration_since(date).ok())
+            .unwrap_or_default(),
+    )
+}
+
+/// RFC 9111 §4.2.3: the larger of the apparent age (from `Date`) and the origin's `Age` plus
+/// the time the request spent in transit.
+fn initial_age(
+    headers: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Duration {
+    let age_value = headers
+        .get(AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or_default();
+    let apparent_age = headers
+        .get(DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .and_then(|date| response_time.duration_since(date).ok())
+        .unwrap_or_default();
+    let response_delay = response_time
+        .duration_since(request_time)
+        .unwrap_or_default();
+    apparent_age.max(age_value + response_delay)
+}
+
+/// The response's `Cache-Control` directives, names lower-cased.
+struct Directives(Vec<(String, Option<String>)>);
+
+impl Directives {
+    fn parse(headers: &HeaderMap) -> Self {
+        let directives = headers
+            .get_all(CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|d| {
+                let mut kv = d.splitn(2, '=');
+                let name = kv.next()?.trim().to_ascii_lowercase();
+                let value = kv.next().map(|v| v.trim().trim_matches('"').to_owned());
+                (!name.is_empty()).then_some((name, value))
+            })
+            .collect();
+        Self(directives)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, _)| n == name)
+    }
+
+    fn seconds(&self, name: &str) -> Option<Duration> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_deref()?.parse::<u64>().ok())
+            .map(Duration::from_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,36 @@
+//! Cachet: a caching HTTP reverse proxy for multi-tenant APIs.
+//!
+//! ```text
+//! client ─► listener ─► router ─► cache layer ──hit──► response (+Age, Cache-Status)
+//!                                    │ miss / stale
+//!                                    ▼
+//!                               origin client ─► upstream
+//!                                    │
+//!                                    ▼
+//!                         storage decision (RFC 9111) ─► memory tier (moka)
+//! ```
+//!
+//! Module map (dependencies point right only):
+//! `app → {server, proxy, admin} → tiers → cache`; `config`, `clock` and `telemetry` are
+//! leaves every module may use.
+//!
+//! - [`config`]: the TOML contract, validated into [`config::Config`].
+//! - [`cache`]: keys, entries, storage policy, freshness and `Cache-Status`; pure, awaits nothing.
+//! - [`tiers`]: the `Tier` storage seam and the in-process memory tier.
+//! - [`proxy`]: the client-facing service: normalize, route, look up, fetch, store.
+//! - [`server`]: serves a tower service on a bound listener with limits and graceful drain.
+//! - [`admin`]: health and readiness on the admin listener.
+//! - [`app`]: wiring; [`run`] starts everything on pre-bound listeners.
+
+pub mod admin;
+pub mod app;
+pub mod cache;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod proxy;
+pub mod server;
+pub mod telemetry;
+pub mod tiers;
+
+pub use app::{Listeners, RunError, RunOptions, run, run_with};

@@ -1,0 +1,130 @@
+//! The client-facing proxy: [`ProxyService`], a tower `Service` whose error type is
+//! `Infallible`, because every failure becomes a response.
+
+mod error;
+mod flow;
+mod headers;
+mod origin;
+mod router;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use ipnet::IpNet;
+
+pub use error::ProxyError;
+pub use origin::{OriginClient, OriginError};
+pub use router::RouteTable;
+
+use crate::cache::PartitionHasher;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::tiers::Tier;
+
+/// Boxed error of bodies and sources.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body of every response Cachet sends.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A complete body.
+pub(crate) fn full(bytes: Bytes) -> Body {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// An empty body.
+pub(crate) fn empty() -> Body {
+    full(Bytes::new())
+}
+
+/// The peer address of the connection a request came on, as a request extension set by the
+/// server (a plain `SocketAddr`, so that `server` and `proxy` need not know each other).
+pub type PeerAddr = SocketAddr;
+
+/// Limits and trust settings the request path needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub(crate) max_body_bytes: u64,
+    pub(crate) max_object_bytes: u64,
+    pub(crate) max_tags_per_entry: usize,
+    pub(crate) max_tag_bytes: usize,
+    pub(crate) trusted_proxies: Vec<IpNet>,
+}
+
+/// State shared by every request.
+#[derive(Debug)]
+pub(crate) struct Shared<T> {
+    pub(crate) routes: RouteTable,
+    pub(crate) tier: T,
+    pub(crate) origin: OriginClient,
+    pub(crate) hasher: PartitionHasher,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) limits: Limits,
+}
+
+/// The tower service for client traffic. Cloning is cheap.
+#[derive(Debug)]
+pub struct ProxyService<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Clone for ProxyService<T> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<T: Tier> ProxyService<T> {
+    /// Builds the service from the validated config, a tier and a clock.
+    pub fn new(config: &Config, tier: T, origin: OriginClient, clock: Arc<dyn Clock>) -> Self {
+        let shared = Shared {
+            routes: RouteTable::new(&config.routes),
+            tier,
+            origin,
+            hasher: PartitionHasher::new(config.cache.partition_secret.as_deref()),
+            clock,
+            limits: Limits {
+                max_body_bytes: config.server.max_body_bytes,
+                max_object_bytes: config.cache.max_object_bytes,
+                max_tags_per_entry: config.cache.max_tags_per_entry,
+                max_tag_bytes: config.cache.max_tag_bytes,
+                trusted_proxies: config.server.trusted_proxies.clone(),
+            },
+        };
+        Self {
+            shared: Arc::new(shared),
+        }
+    }
+}
+
+impl<T, B> tower::Service<Request<B>> for ProxyService<T>
+where
+    T: Tier,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let shared = Arc::clone(&self.shared);
+        let request = request.map(|body| body.map_err(Into::into).boxed_unsync());
+        Box::pin(async move { Ok(flow::handle(&shared, request).await) })
+    }
+}

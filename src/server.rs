@@ -1,0 +1,233 @@
+//! Serves any tower service on a bound listener: HTTP/1.1 and h2c (hyper-util's auto
+//! builder), header-size and header-read limits, idle keep-alive timeout, a connection cap,
+//! and a graceful drain bounded by `drain_timeout` when the shutdown future completes.
+//!
+//! Each request carries the connection's peer address as a `SocketAddr` extension.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use crate::config::ServerConfig;
+
+/// Connection-level limits, from `[server]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub drain_timeout: Duration,
+}
+
+impl From<&ServerConfig> for ServerLimits {
+    fn from(config: &ServerConfig) -> Self {
+        Self {
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+            max_connections: config.max_connections,
+            max_header_bytes: config.max_header_bytes,
+            drain_timeout: config.drain_timeout,
+        }
+    }
+}
+
+/// hyper's smallest allowed read buffer.
+const MIN_BUF_SIZE: usize = 8192;
+/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Serves `service` on `listener` until `shutdown` completes, then stops accepting and drains
+/// in-flight connections for at most `drain_timeout`.
+///
+/// # Errors
+/// None today; the `Result` leaves room for listener failures that should stop the process.
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let builder = Arc::new(builder(&limits));
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        connections.spawn(connection(
+            stream,
+            peer,
+            service.clone(),
+            Arc::clone(&builder),
+            limits.idle_timeout,
+            stop_rx.clone(),
+            permit,
+        ));
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let open = connections.len();
+    if open > 0 {
+        tracing::info!(connections = open, "draining");
+    }
+    let drained = tokio::time::timeout(limits.drain_timeout, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            "drain timeout passed; closing remaining connections"
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+fn builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // Larger request heads are refused with 431 by hyper.
+        .max_buf_size(limits.max_header_bytes.max(MIN_BUF_SIZE))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+/// When a connection last did something, and how many requests it has in flight.
+#[derive(Debug)]
+struct Activity {
+    in_flight: AtomicUsize,
+    // A std mutex: held only to copy an `Instant`, never across an await.
+    last: Mutex<Instant>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// How long the connection has had nothing in flight.
+    fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+    }
+}
+
+async fn connection<S, B>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    service: S,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    idle_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let _ = stream.set_nodelay(true);
+    let activity = Arc::new(Activity {
+        in_flight: AtomicUsize::new(0),
+        last: Mutex::new(Instant::now()),
+    });
+    let tracked = Arc::clone(&activity);
+    let hyper_service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(peer);
+        tracked.in_flight.fetch_add(1, Ordering::AcqRel);
+        let tracked = Arc::clone(&tracked);
+        let call = service.clone().oneshot(request);
+        async move {
+            let response = call.await;
+            tracked.touch();
+            tracked.in_flight.fetch_sub(1, Ordering::AcqRel);
+            response
+        }
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), hyper_service);
+    tokio::pin!(conn);
+    let mut stopping = *stop.borrow();
+    while !stopping {
+        let idle_left = idle_timeout.saturating_sub(activity.idle_for());
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+                return;
+            }
+            changed = stop.changed() => {
+                stopping = changed.is_err() || *stop.borrow();
+            }
+            () = tokio::time::sleep(idle_left.max(Duration::from_millis(10))) => {
+                if activity.idle_for() >= idle_timeout {
+                    stopping = true;
+                }
+            }
+        }
+    }
+    // Finishes the request in flight, then closes (HTTP/2: GOAWAY).
+    conn.as_mut().graceful_shutdown();
+    if let Err(error) = conn.await {
+        tracing::debug!(%peer, %error, "connection ended with an error while closing");
+    }
+}
