@@ -26,6 +26,7 @@ pub mod admin;
 pub mod app;
 pub mod cache;
 pub mod clock;
+pub mod coalesce;
 pub mod config;
 pub mod demo;
 pub mod proxy;

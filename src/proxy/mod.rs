@@ -2,9 +2,12 @@
 //! `Infallible`, because every failure becomes a response.
 
 mod error;
+mod fill;
 mod flow;
+mod forward;
 mod headers;
 mod origin;
+mod refresh;
 mod router;
 
 use std::convert::Infallible;
@@ -24,8 +27,9 @@ pub use error::ProxyError;
 pub use origin::{OriginClient, OriginError};
 pub use router::RouteTable;
 
-use crate::cache::PartitionHasher;
+use crate::cache::{CacheKey, PartitionHasher};
 use crate::clock::Clock;
+use crate::coalesce::Coalescer;
 use crate::config::Config;
 use crate::tiers::Tier;
 
@@ -69,7 +73,15 @@ pub(crate) struct Shared<T> {
     pub(crate) hasher: PartitionHasher,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) limits: Limits,
+    /// One fill per key at a time.
+    pub(crate) coalescer: Arc<Coalescer<CacheKey, fill::FillOutcome>>,
+    /// Keys whose last response was not storable: they bypass coalescing for a while.
+    pub(crate) hit_for_miss: moka::sync::Cache<CacheKey, ()>,
 }
+
+/// Keys remembered as hit-for-miss at most; beyond it the least useful are forgotten, which
+/// only costs a coalesced wait.
+const HIT_FOR_MISS_CAPACITY: u64 = 100_000;
 
 /// The tower service for client traffic. Cloning is cheap.
 #[derive(Debug)]
@@ -101,6 +113,17 @@ impl<T: Tier> ProxyService<T> {
                 max_tag_bytes: config.cache.max_tag_bytes,
                 trusted_proxies: config.server.trusted_proxies.clone(),
             },
+            coalescer: Arc::new(Coalescer::new()),
+            hit_for_miss: moka::sync::Cache::builder()
+                .max_capacity(HIT_FOR_MISS_CAPACITY)
+                // moka refuses a zero time-to-live; a nanosecond forgets at once.
+                .time_to_live(
+                    config
+                        .cache
+                        .hit_for_miss_ttl
+                        .max(std::time::Duration::from_nanos(1)),
+                )
+                .build(),
         };
         Self {
             shared: Arc::new(shared),

@@ -1,0 +1,362 @@
+//! [`Fill`]: one origin fetch for a key, the storage decision on its response, and the
+//! outcome shared with the coalescer's followers.
+//!
+//! A fill is a plain GET of the normalized target. It always runs in its own task, so a client
+//! that disconnects does not abandon a response that may be stored.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+
+use super::forward::{content_length, origin_request, streamed};
+use super::headers::{clean_response, set_age, set_cache_status};
+use super::origin::OriginError;
+use super::{Body, ProxyError, Shared, empty, full};
+use crate::cache::{
+    CacheKey, CacheStatus, Decision, Entry, EntryTimes, Partition, Target, Usability, assess,
+    decide, sanitized_request, url_fingerprint,
+};
+use crate::coalesce::LeaderGuard;
+use crate::config::Route;
+use crate::tiers::Tier;
+
+/// What followers of a fill receive.
+#[derive(Debug, Clone)]
+pub(crate) enum FillOutcome {
+    /// Stored: serve it.
+    Stored(Arc<Entry>),
+    /// Not storable: go to the origin yourself (the key is now hit-for-miss).
+    NotStorable,
+    /// The origin failed: serve stale-if-error or the same failure.
+    Failed(Failure),
+}
+
+/// The leader of a fill, as the coalescer knows it.
+pub(crate) type FillLeader = LeaderGuard<CacheKey, FillOutcome>;
+
+/// How the origin failed; shared, so every waiter answers the same.
+#[derive(Debug, Clone)]
+pub(crate) enum Failure {
+    Connect,
+    Timeout,
+    Exchange,
+    /// A 5xx answer, buffered so that every waiter can be given it.
+    Status(Arc<Buffered>),
+}
+
+/// A complete response held in memory.
+#[derive(Debug)]
+pub(crate) struct Buffered {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl Failure {
+    /// The origin's status, when it answered at all (`fwd-status` of RFC 9211).
+    pub(crate) fn fwd_status(&self) -> Option<u16> {
+        match self {
+            Self::Status(buffered) => Some(buffered.status.as_u16()),
+            Self::Connect | Self::Timeout | Self::Exchange => None,
+        }
+    }
+
+    /// The answer when no stale entry may stand in: the origin's own 5xx, or 502/504.
+    pub(crate) fn to_response(&self, status: CacheStatus, is_head: bool) -> Response<Body> {
+        let mut response = match self {
+            Self::Status(buffered) => {
+                let body = if is_head {
+                    empty()
+                } else {
+                    full(buffered.body.clone())
+                };
+                let mut response = Response::new(body);
+                *response.status_mut() = buffered.status;
+                *response.headers_mut() = buffered.headers.clone();
+                response
+            }
+            Self::Connect => {
+                ProxyError::Origin(OriginError::Connect("connect failed".into())).into_response()
+            }
+            Self::Exchange => {
+                ProxyError::Origin(OriginError::Exchange("exchange failed".into())).into_response()
+            }
+            Self::Timeout => ProxyError::Origin(OriginError::Timeout).into_response(),
+        };
+        set_cache_status(response.headers_mut(), status);
+        response
+    }
+}
+
+impl From<OriginError> for Failure {
+    fn from(error: OriginError) -> Self {
+        tracing::debug!(%error, source = ?std::error::Error::source(&error), "fill failed");
+        match error {
+            OriginError::Connect(_) => Self::Connect,
+            OriginError::Timeout => Self::Timeout,
+            OriginError::Exchange(_) | OriginError::RequestBody(_) => Self::Exchange,
+        }
+    }
+}
+
+/// What the request that ran the fill answers with.
+pub(crate) enum Answer {
+    Stored(Arc<Entry>),
+    /// Not stored: the origin's response, streaming.
+    Passed(Response<Body>),
+    Failed(Failure),
+}
+
+/// One origin fetch for a key.
+pub(crate) struct Fill<T> {
+    pub(crate) shared: Arc<Shared<T>>,
+    pub(crate) route: Arc<Route>,
+    pub(crate) target: Target,
+    pub(crate) partition: Partition,
+    pub(crate) key: CacheKey,
+    /// Request headers for the origin: end-to-end, forwarding added, fill-stripped.
+    pub(crate) headers: HeaderMap,
+    /// The stale entry the request found, if any: stands in when the origin fails.
+    pub(crate) stale: Option<Arc<Entry>>,
+}
+
+impl<T: Tier> Fill<T> {
+    /// Fetches, decides, stores; shares the outcome with `leader`'s followers and remembers
+    /// not-storable keys as hit-for-miss.
+    pub(crate) async fn run(self, leader: Option<FillLeader>) -> Answer {
+        let answer = self.fetch().await;
+        let outcome = match &answer {
+            Answer::Stored(entry) => {
+                self.shared.hit_for_miss.invalidate(&self.key);
+                FillOutcome::Stored(Arc::clone(entry))
+            }
+            Answer::Passed(_) => {
+                self.shared.hit_for_miss.insert(self.key, ());
+                FillOutcome::NotStorable
+            }
+            Answer::Failed(failure) => FillOutcome::Failed(failure.clone()),
+        };
+        if let Some(leader) = leader {
+            leader.finish(outcome);
+        }
+        answer
+    }
+
+    async fn fetch(&self) -> Answer {
+        let shared = &self.shared;
+        let route = &self.route;
+        let deadline = Instant::now() + route.timeout;
+        let request = match origin_request(
+            route,
+            &self.target,
+            Method::GET,
+            self.headers.clone(),
+            empty(),
+        ) {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::error!(%error, route = %route.name, "cannot build origin request");
+                return Answer::Failed(Failure::Exchange);
+            }
+        };
+        let request_time = shared.clock.now();
+        let response = match shared.origin.send(request, route.timeout).await {
+            Ok(response) => response,
+            Err(error) => return Answer::Failed(error.into()),
+        };
+        let response_time = shared.clock.now();
+        let (mut head, body) = response.into_parts();
+        let origin_tags = clean_response(&mut head.headers);
+        let server_error = head.status.is_server_error();
+        // RFC 5861 §4: a 5xx is an error the stale entry may stand in for; never store it over
+        // that entry.
+        let stale_stands_in = server_error
+            && self.stale.as_ref().is_some_and(|entry| {
+                matches!(
+                    assess(&entry.times, response_time),
+                    Usability::Stale {
+                        within_sie: true,
+                        ..
+                    }
+                )
+            });
+        let sanitized = sanitized_request(&self.target, &self.partition);
+        let decision = decide(
+            route,
+            &sanitized,
+            &self.partition,
+            head.status,
+            &head.headers,
+            request_time,
+            response_time,
+        );
+        let max = shared.limits.max_object_bytes;
+        let times = match decision {
+            Decision::Store(times)
+                if !stale_stands_in
+                    && content_length(&head.headers).is_none_or(|len| len <= max) =>
+            {
+                Some(times)
+            }
+            _ => None,
+        };
+        if times.is_none() && !server_error {
+            tracing::debug!(key = %self.key, ?decision, "not storing");
+            return Answer::Passed(Response::from_parts(
+                head,
+                streamed(Vec::new(), body, route.timeout),
+            ));
+        }
+        let body = match read_limited(body, max, deadline).await {
+            Ok(Read::Complete(body)) => body,
+            Ok(Read::TooLarge { prefix, rest }) => {
+                tracing::debug!(key = %self.key, max, "response over max_object_bytes; streamed, not stored");
+                return Answer::Passed(Response::from_parts(
+                    head,
+                    streamed(prefix, rest, route.timeout),
+                ));
+            }
+            Err(error) => return Answer::Failed(error.into()),
+        };
+        let Some(times) = times else {
+            head.headers.remove(CONTENT_LENGTH);
+            let buffered = Buffered {
+                status: head.status,
+                headers: head.headers,
+                body,
+            };
+            return Answer::Failed(Failure::Status(Arc::new(buffered)));
+        };
+        let tags = self.tags(origin_tags);
+        let entry = Arc::new(build_entry(head, body, &self.partition, tags, times));
+        let keep = entry.keep_for(response_time);
+        if let Err(error) = shared.tier.put(&self.key, Arc::clone(&entry), keep).await {
+            tracing::warn!(key = %self.key, %error, "cache tier write failed");
+        }
+        Answer::Stored(entry)
+    }
+
+    /// The entry's tags: the origin's (bounded), the route's, and automatic ones made of
+    /// fingerprints only.
+    fn tags(&self, origin_tags: Vec<String>) -> Vec<String> {
+        let limits = &self.shared.limits;
+        let route = &self.route;
+        let mut tags: Vec<String> = Vec::with_capacity(origin_tags.len() + route.tags.len() + 3);
+        let mut dropped = 0usize;
+        for tag in origin_tags.into_iter().chain(route.tags.iter().cloned()) {
+            if tag.len() > limits.max_tag_bytes || tags.len() >= limits.max_tags_per_entry {
+                dropped += 1;
+            } else if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        if dropped > 0 {
+            tracing::debug!(key = %self.key, dropped, "tags over the limits dropped");
+        }
+        tags.push(format!("route:{}", route.name));
+        let url = url_fingerprint(&route.name, &self.target, &route.ignore_query_params);
+        tags.push(format!("url:{url}"));
+        for (header, fingerprint) in &self.partition.parts {
+            tags.push(format!("part:{header}:{fingerprint}"));
+        }
+        tags
+    }
+}
+
+fn build_entry(
+    head: http::response::Parts,
+    body: Bytes,
+    partition: &Partition,
+    tags: Vec<String>,
+    times: EntryTimes,
+) -> Entry {
+    let mut headers = head.headers;
+    // Framing is the server's business: it knows the stored body's length.
+    headers.remove(CONTENT_LENGTH);
+    Entry {
+        status: head.status,
+        headers,
+        body,
+        partition: partition.id,
+        tags,
+        times,
+    }
+}
+
+enum Read {
+    Complete(Bytes),
+    /// Over the limit: what was read so far and the rest of the body, to stream.
+    TooLarge {
+        prefix: Vec<Bytes>,
+        rest: hyper::body::Incoming,
+    },
+}
+
+/// Reads a body to the end, unless it grows past `max` or `deadline` passes.
+async fn read_limited(
+    mut body: hyper::body::Incoming,
+    max: u64,
+    deadline: Instant,
+) -> Result<Read, OriginError> {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total: u64 = 0;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(OriginError::Timeout),
+            Ok(None) => break,
+            Ok(Some(frame)) => frame.map_err(|error| OriginError::Exchange(error.into()))?,
+        };
+        // Trailers are not stored.
+        if let Ok(data) = frame.into_data() {
+            total += data.len() as u64;
+            chunks.push(data);
+            if total > max {
+                return Ok(Read::TooLarge {
+                    prefix: chunks,
+                    rest: body,
+                });
+            }
+        }
+    }
+    Ok(Read::Complete(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => {
+            let mut all = BytesMut::with_capacity(usize::try_from(total).unwrap_or(0));
+            for chunk in chunks {
+                all.extend_from_slice(&chunk);
+            }
+            all.freeze()
+        }
+    }))
+}
+
+/// Builds a response from a stored entry: refcount copies of headers and body, plus `Age`
+/// and `Cache-Status`.
+pub(crate) fn serve_entry(
+    entry: &Entry,
+    status: CacheStatus,
+    now: std::time::SystemTime,
+    is_head: bool,
+) -> Response<Body> {
+    let body = if is_head {
+        empty()
+    } else {
+        full(entry.body.clone())
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = entry.status;
+    *response.headers_mut() = entry.headers.clone();
+    let headers = response.headers_mut();
+    if is_head && entry.status != StatusCode::NO_CONTENT && entry.status != StatusCode::NOT_MODIFIED
+    {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
+    }
+    set_age(headers, entry.age(now));
+    set_cache_status(headers, status);
+    response
+}
