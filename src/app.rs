@@ -41,12 +41,15 @@ impl Listeners {
 pub struct RunOptions {
     /// The time source for every freshness decision.
     pub clock: Arc<dyn Clock>,
+    /// Seed of the random draws (TTL jitter, early refresh); random when `None`.
+    pub seed: Option<u64>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         Self {
             clock: Arc::new(SystemClock),
+            seed: None,
         }
     }
 }
@@ -82,7 +85,8 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
     let tier = MemoryTier::new(config.cache.memory_max_bytes);
-    let proxy = ProxyService::new(&config, tier, OriginClient::new(), options.clock);
+    let seed = options.seed.unwrap_or_else(rand::random);
+    let proxy = ProxyService::new(&config, tier, OriginClient::new(), options.clock, seed);
     let limits = ServerLimits::from(&config.server);
     let (stop_tx, stop_rx) = watch::channel(false);
     let signal = async move {

@@ -17,6 +17,7 @@
 //! - [`config`]: the TOML contract, validated into [`config::Config`].
 //! - [`cache`]: keys, entries, storage policy, freshness and `Cache-Status`; pure, awaits nothing.
 //! - [`tiers`]: the `Tier` storage seam and the in-process memory tier.
+//! - [`purge`]: purge selectors and the watermark map every serve is checked against.
 //! - [`proxy`]: the client-facing service: normalize, route, look up, fetch, store.
 //! - [`server`]: serves a tower service on a bound listener with limits and graceful drain.
 //! - [`admin`]: health and readiness on the admin listener.
@@ -30,6 +31,7 @@ pub mod coalesce;
 pub mod config;
 pub mod demo;
 pub mod proxy;
+pub mod purge;
 pub mod server;
 pub mod telemetry;
 pub mod tiers;

@@ -21,6 +21,8 @@ pub struct EntryTimes {
     pub stale_if_error_until: SystemTime,
     /// After this the entry is useless and may be dropped by every tier.
     pub keep_until: SystemTime,
+    /// How long the origin took to answer the fill: the cost early refresh (XFetch) weighs.
+    pub fetch_duration: Duration,
 }
 
 /// A stored response. Headers are pre-built (hop-by-hop and tag headers removed), the body is

@@ -2,16 +2,26 @@
 //! `Cache-Status`. Nothing here awaits or touches a socket; every time-dependent function
 //! takes `now`.
 
+pub mod codec;
+pub mod conditional;
 pub mod entry;
 pub mod freshness;
 pub mod key;
 pub mod policy;
+pub mod request;
+pub mod revalidation;
 pub mod status;
+pub mod vary;
 
+pub use codec::{CodecError, Epoch, FORMAT_VERSION};
+pub use conditional::{
+    Boundary, ByteRange, PartialContent, RangeError, Served, evaluate, not_modified_headers,
+    partial_content, unsatisfiable_content_range,
+};
 pub use entry::{Entry, EntryTimes};
-pub use freshness::{Usability, assess, ttl_secs};
+pub use freshness::{Usability, assess, early_refresh_possible, refresh_early, ttl_secs};
 pub use key::{
     CacheKey, Fingerprint, Partition, PartitionHasher, Target, TargetError, url_fingerprint,
 };
-pub use policy::{Decision, NotStorable, decide, sanitized_request};
+pub use policy::{Decision, NotStorable, Timing, decide, sanitized_request};
 pub use status::CacheStatus;

@@ -7,7 +7,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::{AGE, AUTHORIZATION, CACHE_CONTROL, DATE, EXPIRES, SET_COOKIE, VARY};
+use http::header::{
+    AGE, AUTHORIZATION, CACHE_CONTROL, DATE, ETAG, EXPIRES, HeaderName, LAST_MODIFIED, PRAGMA,
+    SET_COOKIE, VARY,
+};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_cache_semantics::{CacheOptions, CachePolicy};
 
@@ -36,10 +39,30 @@ pub enum Decision {
     DontStore(NotStorable),
 }
 
+/// Shortest time an entry with a validator is kept past freshness: even `no-cache` entries
+/// are worth a conditional request for a while.
+const MIN_REVALIDATION_KEEP: Duration = Duration::from_secs(60);
+/// Longest such time: beyond a day an unchanged validator is unlikely to save much.
+const MAX_REVALIDATION_KEEP: Duration = Duration::from_secs(24 * 3600);
+
+/// RFC 9213: directives for CDNs and reverse proxies, taking precedence over Cache-Control.
+const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+
 /// Statuses `default_ttl` applies to: successful and permanent-redirect answers that are
 /// cacheable by default (RFC 9110 §15.1). Error statuses are stored only when the origin marks
 /// them cacheable itself.
 const DEFAULT_TTL_STATUSES: [u16; 6] = [200, 203, 204, 300, 301, 308];
+
+/// When a fill was sent and answered, and the jitter drawn for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// When the fill was sent.
+    pub request_time: SystemTime,
+    /// When its response head arrived.
+    pub response_time: SystemTime,
+    /// Uniform in `[0, 1)`: freshness is shortened by up to the route's `ttl_jitter` times this.
+    pub jitter_sample: f64,
+}
 
 /// The request the policy is evaluated on: method, path and a placeholder for credentials.
 /// Nothing secret reaches it, because the policy may be serialized into a shared tier.
@@ -60,16 +83,17 @@ pub fn sanitized_request(target: &Target, partition: &Partition) -> http::reques
 
 /// Decides whether a fill's response is stored and computes its times.
 ///
-/// `request_time` is when the fill was sent, `response_time` when its head arrived.
+/// Jitter shortens freshness by up to the route's `ttl_jitter` fraction, so that entries
+/// filled together do not all expire together.
 pub fn decide(
     route: &Route,
     request: &http::request::Parts,
     partition: &Partition,
     status: StatusCode,
     headers: &HeaderMap,
-    request_time: SystemTime,
-    response_time: SystemTime,
+    timing: Timing,
 ) -> Decision {
+    let Timing { request_time, response_time, jitter_sample } = timing;
     if headers.contains_key(SET_COOKIE) && !route.cache_set_cookie {
         return Decision::DontStore(NotStorable::SetCookie);
     }
@@ -85,9 +109,15 @@ pub fn decide(
     // In a per-credential partition the cache acts as a private cache (DESIGN.md
     // "Authenticated responses"): `private` may be stored.
     let shared = !partition.credential;
-    let cc = Directives::parse(headers);
-    let explicit =
-        cc.has("max-age") || (shared && cc.has("s-maxage")) || headers.contains_key(EXPIRES);
+    // RFC 9213 §2.1: CDN-Cache-Control, when present, replaces Cache-Control (and Expires)
+    // for this cache's decisions.
+    let cdn = headers.get(CDN_CACHE_CONTROL).cloned();
+    let cc = match &cdn {
+        Some(value) => Directives::parse(std::iter::once(value)),
+        None => Directives::parse(headers.get_all(CACHE_CONTROL)),
+    };
+    let expires = if cdn.is_some() { None } else { headers.get(EXPIRES) };
+    let explicit = cc.has("max-age") || (shared && cc.has("s-maxage")) || expires.is_some();
     let mut response = http::Response::new(());
     // RFC 9111 §3 asks a cache to understand the status only for 206, 304 and
     // `must-understand`; the library (RFC 7234 era) refuses every status it does not list.
@@ -98,6 +128,12 @@ pub fn decide(
         status
     };
     *response.headers_mut() = headers.clone();
+    if let Some(cdn) = cdn {
+        let h = response.headers_mut();
+        h.insert(CACHE_CONTROL, cdn);
+        h.remove(EXPIRES);
+        h.remove(PRAGMA);
+    }
     if route.cache_set_cookie {
         // Opted in: the library would otherwise give such responses no freshness.
         response.headers_mut().remove(SET_COOKIE);
@@ -112,7 +148,7 @@ pub fn decide(
     }
 
     let initial_age = initial_age(headers, request_time, response_time);
-    let mut lifetime = match freshness_lifetime(&cc, headers, shared, response_time) {
+    let mut lifetime = match freshness_lifetime(&cc, expires, headers, shared, response_time) {
         Some(lifetime) => lifetime,
         None if !route.default_ttl.is_zero() && DEFAULT_TTL_STATUSES.contains(&status.as_u16()) => {
             route.default_ttl
@@ -131,7 +167,9 @@ pub fn decide(
     if let Some(max_ttl) = route.max_ttl {
         lifetime = lifetime.min(max_ttl);
     }
-    let fresh_for = lifetime.saturating_sub(initial_age);
+    // Jitter only ever shortens freshness.
+    let jitter = (route.ttl_jitter * jitter_sample).clamp(0.0, 1.0);
+    let fresh_for = lifetime.saturating_sub(initial_age).mul_f64(1.0 - jitter);
 
     // RFC 9111 §4.2.4 and §5.2.2: these directives forbid serving stale, whatever the route says.
     let stale_forbidden = cc.has("must-revalidate")
@@ -156,7 +194,8 @@ pub fn decide(
         fresh_until,
         stale_while_revalidate_until: fresh_until + swr,
         stale_if_error_until: fresh_until + sie,
-        keep_until: fresh_until + swr.max(sie),
+        keep_until: fresh_until + swr.max(sie).max(revalidation_window(headers, lifetime, route)),
+        fetch_duration: response_time.duration_since(request_time).unwrap_or_default(),
     };
     if times.keep_until <= response_time {
         return Decision::DontStore(NotStorable::NoLifetime);
@@ -164,11 +203,23 @@ pub fn decide(
     Decision::Store(times)
 }
 
+/// How long past freshness an entry with a validator is kept so that it can be revalidated
+/// (RFC 9111 §4.3) instead of fetched again: as long again as it was fresh, at least
+/// [`MIN_REVALIDATION_KEEP`], at most [`MAX_REVALIDATION_KEEP`] and `max_ttl`.
+fn revalidation_window(headers: &HeaderMap, lifetime: Duration, route: &Route) -> Duration {
+    if !headers.contains_key(ETAG) && !headers.contains_key(LAST_MODIFIED) {
+        return Duration::ZERO;
+    }
+    let window = lifetime.clamp(MIN_REVALIDATION_KEEP, MAX_REVALIDATION_KEEP);
+    route.max_ttl.map_or(window, |max| window.min(max))
+}
+
 /// RFC 9111 §4.2.1: the origin's freshness lifetime, `None` when it states none. `no-cache`
 /// (§5.2.2.4) gives zero: stored, but never served without validation. An invalid value means
 /// already expired (§5.3, §1.2.2).
 fn freshness_lifetime(
     cc: &Directives,
+    expires: Option<&HeaderValue>,
     headers: &HeaderMap,
     shared: bool,
     response_time: SystemTime,
@@ -182,7 +233,7 @@ fn freshness_lifetime(
     if cc.has("max-age") {
         return Some(cc.seconds("max-age").unwrap_or_default());
     }
-    let expires = headers.get(EXPIRES)?;
+    let expires = expires?;
     let date = headers
         .get(DATE)
         .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok())
@@ -226,10 +277,9 @@ fn initial_age(
 struct Directives(Vec<(String, Option<String>)>);
 
 impl Directives {
-    fn parse(headers: &HeaderMap) -> Self {
-        let directives = headers
-            .get_all(CACHE_CONTROL)
-            .iter()
+    fn parse<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> Self {
+        let directives = values
+            .into_iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(|d| {

@@ -222,3 +222,30 @@ impl Config {
         )
     }
 }
+
+#[cfg(test)]
+impl Route {
+    /// A route with the documented defaults, for unit tests elsewhere in the crate.
+    pub(crate) fn for_tests(name: &str, path_prefix: &str) -> Self {
+        let duration = |text| parse_duration(text).expect("schema defaults are valid durations");
+        Self {
+            name: name.to_owned(),
+            path_prefix: path_prefix.to_owned(),
+            host: None,
+            upstream: Uri::from_static("http://127.0.0.1:9"),
+            timeout: duration(schema::DEFAULT_ROUTE_TIMEOUT),
+            default_ttl: duration(schema::DEFAULT_ROUTE_DEFAULT_TTL),
+            max_ttl: None,
+            stale_while_revalidate: duration(schema::DEFAULT_ROUTE_STALE),
+            stale_if_error: duration(schema::DEFAULT_ROUTE_STALE),
+            early_refresh_beta: schema::DEFAULT_EARLY_REFRESH_BETA,
+            ttl_jitter: schema::DEFAULT_TTL_JITTER,
+            key_headers: Vec::new(),
+            tags: Vec::new(),
+            ignore_query_params: Vec::new(),
+            ignore_client_cache_control: false,
+            cache_set_cookie: false,
+            cache_authenticated_stale: false,
+        }
+    }
+}

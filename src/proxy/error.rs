@@ -17,6 +17,9 @@ pub enum ProxyError {
     NoRoute,
     #[error("request body too large")]
     BodyTooLarge,
+    /// `only-if-cached` and nothing usable is stored (RFC 9111 §5.2.1.7).
+    #[error("not in cache")]
+    NotCached,
     #[error(transparent)]
     Origin(#[from] OriginError),
     #[error("internal error")]
@@ -32,6 +35,7 @@ impl ProxyError {
             }
             Self::BadTarget(_) => (StatusCode::BAD_REQUEST, "invalid request target"),
             Self::NoRoute => (StatusCode::NOT_FOUND, "no route matches this request"),
+            Self::NotCached => (StatusCode::GATEWAY_TIMEOUT, "not in cache (only-if-cached)"),
             Self::BodyTooLarge | Self::Origin(OriginError::RequestBody(_)) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
             }

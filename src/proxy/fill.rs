@@ -5,21 +5,23 @@
 //! that disconnects does not abandon a response that may be stored.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
 use super::forward::{content_length, origin_request, streamed};
-use super::headers::{clean_response, set_age, set_cache_status};
+use super::headers::{clean_response, remove_hop_by_hop, set_cache_status};
 use super::origin::OriginError;
 use super::{Body, ProxyError, Shared, empty, full};
 use crate::cache::{
     CacheKey, CacheStatus, Decision, Entry, EntryTimes, Partition, Target, Usability, assess,
-    decide, sanitized_request, url_fingerprint,
+    decide, sanitized_request, Timing, url_fingerprint,
 };
+use crate::cache::revalidation::{add_conditionals, merge_not_modified};
 use crate::coalesce::LeaderGuard;
 use crate::config::Route;
 use crate::tiers::Tier;
@@ -106,6 +108,8 @@ impl From<OriginError> for Failure {
 /// What the request that ran the fill answers with.
 pub(crate) enum Answer {
     Stored(Arc<Entry>),
+    /// The stale entry was validated by a 304 (and stored again when still storable).
+    Revalidated { entry: Arc<Entry>, stored: bool },
     /// Not stored: the origin's response, streaming.
     Passed(Response<Body>),
     Failed(Failure),
@@ -122,6 +126,8 @@ pub(crate) struct Fill<T> {
     pub(crate) headers: HeaderMap,
     /// The stale entry the request found, if any: stands in when the origin fails.
     pub(crate) stale: Option<Arc<Entry>>,
+    /// The client said `no-store`: nothing of this exchange is stored.
+    pub(crate) no_store: bool,
 }
 
 impl<T: Tier> Fill<T> {
@@ -130,7 +136,7 @@ impl<T: Tier> Fill<T> {
     pub(crate) async fn run(self, leader: Option<FillLeader>) -> Answer {
         let answer = self.fetch().await;
         let outcome = match &answer {
-            Answer::Stored(entry) => {
+            Answer::Stored(entry) | Answer::Revalidated { entry, .. } => {
                 self.shared.hit_for_miss.invalidate(&self.key);
                 FillOutcome::Stored(Arc::clone(entry))
             }
@@ -150,13 +156,13 @@ impl<T: Tier> Fill<T> {
         let shared = &self.shared;
         let route = &self.route;
         let deadline = Instant::now() + route.timeout;
-        let request = match origin_request(
-            route,
-            &self.target,
-            Method::GET,
-            self.headers.clone(),
-            empty(),
-        ) {
+        let mut headers = self.headers.clone();
+        // A stale entry with validators is revalidated rather than fetched again (RFC 9111 §4.3.1).
+        let validating = self
+            .stale
+            .as_deref()
+            .is_some_and(|stale| add_conditionals(stale, &mut headers));
+        let request = match origin_request(route, &self.target, Method::GET, headers, empty()) {
             Ok(request) => request,
             Err(error) => {
                 tracing::error!(%error, route = %route.name, "cannot build origin request");
@@ -170,7 +176,11 @@ impl<T: Tier> Fill<T> {
         };
         let response_time = shared.clock.now();
         let (mut head, body) = response.into_parts();
-        let origin_tags = clean_response(&mut head.headers);
+        if head.status == StatusCode::NOT_MODIFIED && validating {
+            if let Some(stale) = &self.stale {
+                return self.revalidated(stale, head.headers, request_time, response_time).await;
+            }
+        }
         let server_error = head.status.is_server_error();
         // RFC 5861 §4: a 5xx is an error the stale entry may stand in for; never store it over
         // that entry.
@@ -191,13 +201,15 @@ impl<T: Tier> Fill<T> {
             &self.partition,
             head.status,
             &head.headers,
-            request_time,
-            response_time,
+            Timing { request_time, response_time, jitter_sample: 1.0 - shared.sample() },
         );
+        // After the decision, which reads `Age` and `CDN-Cache-Control` before they go.
+        let origin_tags = clean_response(&mut head.headers);
         let max = shared.limits.max_object_bytes;
         let times = match decision {
             Decision::Store(times)
                 if !stale_stands_in
+                    && !self.no_store
                     && content_length(&head.headers).is_none_or(|len| len <= max) =>
             {
                 Some(times)
@@ -233,11 +245,58 @@ impl<T: Tier> Fill<T> {
         };
         let tags = self.tags(origin_tags);
         let entry = Arc::new(build_entry(head, body, &self.partition, tags, times));
-        let keep = entry.keep_for(response_time);
-        if let Err(error) = shared.tier.put(&self.key, Arc::clone(&entry), keep).await {
+        self.store(&entry, response_time).await;
+        Answer::Stored(entry)
+    }
+
+    /// The stale entry, updated by a 304 (RFC 9111 §4.3.4): same body, merged headers, new
+    /// freshness.
+    async fn revalidated(
+        &self,
+        stale: &Entry,
+        not_modified: HeaderMap,
+        request_time: SystemTime,
+        response_time: SystemTime,
+    ) -> Answer {
+        let mut headers = merge_not_modified(&stale.headers, &not_modified);
+        remove_hop_by_hop(&mut headers);
+        let sanitized = sanitized_request(&self.target, &self.partition);
+        let decision = decide(
+            &self.route,
+            &sanitized,
+            &self.partition,
+            stale.status,
+            &headers,
+            Timing { request_time, response_time, jitter_sample: 1.0 - self.shared.sample() },
+        );
+        clean_response(&mut headers);
+        if self.no_store {
+            let entry = Entry { headers, ..stale.clone() };
+            return Answer::Revalidated { entry: Arc::new(entry), stored: false };
+        }
+        let Decision::Store(times) = decision else {
+            // Validated but no longer storable: serve this once, keep nothing.
+            tracing::debug!(key = %self.key, ?decision, "revalidated response not storable");
+            self.remove().await;
+            let buffered = Entry { headers, times: stale.times, ..stale.clone() };
+            return Answer::Revalidated { entry: Arc::new(buffered), stored: false };
+        };
+        let entry = Arc::new(Entry { headers, times, ..stale.clone() });
+        self.store(&entry, response_time).await;
+        Answer::Revalidated { entry, stored: true }
+    }
+
+    async fn store(&self, entry: &Arc<Entry>, now: SystemTime) {
+        let keep = entry.keep_for(now);
+        if let Err(error) = self.shared.tier.put(&self.key, Arc::clone(entry), keep).await {
             tracing::warn!(key = %self.key, %error, "cache tier write failed");
         }
-        Answer::Stored(entry)
+    }
+
+    async fn remove(&self) {
+        if let Err(error) = self.shared.tier.remove(&self.key).await {
+            tracing::warn!(key = %self.key, %error, "cache tier remove failed");
+        }
     }
 
     /// The entry's tags: the origin's (bounded), the route's, and automatic ones made of
@@ -333,30 +392,4 @@ async fn read_limited(
             all.freeze()
         }
     }))
-}
-
-/// Builds a response from a stored entry: refcount copies of headers and body, plus `Age`
-/// and `Cache-Status`.
-pub(crate) fn serve_entry(
-    entry: &Entry,
-    status: CacheStatus,
-    now: std::time::SystemTime,
-    is_head: bool,
-) -> Response<Body> {
-    let body = if is_head {
-        empty()
-    } else {
-        full(entry.body.clone())
-    };
-    let mut response = Response::new(body);
-    *response.status_mut() = entry.status;
-    *response.headers_mut() = entry.headers.clone();
-    let headers = response.headers_mut();
-    if is_head && entry.status != StatusCode::NO_CONTENT && entry.status != StatusCode::NOT_MODIFIED
-    {
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
-    }
-    set_age(headers, entry.age(now));
-    set_cache_status(headers, status);
-    response
 }

@@ -12,11 +12,16 @@ use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Limited};
 
 use super::error::ProxyError;
-use super::fill::{Answer, Failure, Fill, FillLeader, FillOutcome, serve_entry};
+use super::fill::{Answer, Failure, Fill, FillLeader, FillOutcome};
+use super::serve::{ServeAs, serve_entry};
 use super::forward::{content_length, origin_headers, origin_request, streamed};
 use super::headers::{CACHE_STATUS, ClientInfo, clean_response, set_cache_status, strip_for_fill};
 use super::{Body, PeerAddr, Shared, empty, refresh};
-use crate::cache::{CacheKey, CacheStatus, Entry, Partition, Target, Usability, assess, ttl_secs};
+use crate::cache::request::RequestDirectives;
+use crate::cache::{
+    CacheKey, CacheStatus, Entry, Partition, Target, Usability, assess, early_refresh_possible,
+    refresh_early, ttl_secs,
+};
 use crate::coalesce::{Flight, Waited};
 use crate::config::Route;
 use crate::tiers::Tier;
@@ -79,7 +84,18 @@ struct Lookup<T> {
     target: Target,
     partition: Partition,
     key: CacheKey,
-    is_head: bool,
+    serve: ServeAs,
+}
+
+/// Why a cacheable request went to the origin: it decides the `Cache-Status` of the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// No usable entry (or a stale one): `fwd=miss` / `fwd=stale`.
+    Miss,
+    /// The key is remembered as not storable: `fwd=bypass; detail=hit-for-miss`.
+    HitForMiss,
+    /// The client's own directives required it: `fwd=request` (RFC 9111 §5.2.1).
+    Request,
 }
 
 /// GET and HEAD.
@@ -90,61 +106,72 @@ async fn cached<T: Tier>(
     client: ClientInfo,
     request: Request<Body>,
 ) -> Response<Body> {
-    let is_head = request.method() == Method::HEAD;
-    let partition = shared
-        .hasher
-        .partition(&route.key_headers, request.headers());
+    let serve = ServeAs::new(request.method(), request.headers());
+    let partition = shared.hasher.partition(&route.key_headers, request.headers());
     let key = CacheKey::build(&route.name, &target, &route.ignore_query_params, &partition);
-    let lookup = Lookup {
-        shared: Arc::clone(shared),
-        route,
-        target,
-        partition,
-        key,
-        is_head,
+    let directives = if route.ignore_client_cache_control {
+        RequestDirectives::default()
+    } else {
+        RequestDirectives::parse(request.headers())
     };
+    let lookup = Lookup { shared: Arc::clone(shared), route, target, partition, key, serve };
     let now = shared.clock.now();
     let found = lookup.find(now).await;
-    let (parts, _body) = request.into_parts();
-    let mut headers = parts.headers;
-    strip_for_fill(&mut headers);
-    let headers = origin_headers(
-        headers,
-        client,
-        &shared.limits.trusted_proxies,
-        &lookup.target,
-    );
-    let fill = |stale: Option<Arc<Entry>>| Fill {
-        shared: Arc::clone(shared),
-        route: Arc::clone(&lookup.route),
-        target: lookup.target.clone(),
-        partition: lookup.partition.clone(),
-        key: lookup.key,
-        headers: headers.clone(),
-        stale,
+    // Fill headers are built only when a fill happens: hits stay cheap.
+    let client_headers = request.into_parts().0.headers;
+    let fill = |stale: Option<Arc<Entry>>| {
+        let mut headers = client_headers.clone();
+        strip_for_fill(&mut headers);
+        Fill {
+            shared: Arc::clone(shared),
+            route: Arc::clone(&lookup.route),
+            target: lookup.target.clone(),
+            partition: lookup.partition.clone(),
+            key: lookup.key,
+            headers: origin_headers(headers, client, &shared.limits.trusted_proxies, &lookup.target),
+            stale,
+            no_store: directives.no_store,
+        }
     };
 
+    let mut why = Why::Miss;
     if let Some(entry) = &found {
         let ttl = ttl_secs(&entry.times, now);
         match assess(&entry.times, now) {
             Usability::Fresh => {
-                return serve_entry(entry, CacheStatus::Hit { ttl, shared: false }, now, is_head);
+                let age = Duration::from_secs(entry.age(now));
+                if directives.accepts_fresh(&entry.times, age, now) {
+                    let beta = lookup.route.early_refresh_beta;
+                    if early_refresh_possible(&entry.times, now, beta)
+                        && refresh_early(&entry.times, now, beta, shared.sample())
+                    {
+                        refresh::spawn(fill(Some(Arc::clone(entry))));
+                    }
+                    return serve_entry(entry, CacheStatus::Hit { ttl, shared: false }, now, &lookup.serve);
+                }
+                why = Why::Request;
             }
-            Usability::Stale {
-                within_swr: true, ..
-            } => {
+            Usability::Stale { within_swr: true, .. } if !directives.no_cache => {
                 refresh::spawn(fill(Some(Arc::clone(entry))));
                 let status = CacheStatus::StaleWhileRevalidate { ttl };
-                return serve_entry(entry, status, now, is_head);
+                return serve_entry(entry, status, now, &lookup.serve);
             }
             Usability::Stale { .. } | Usability::Unusable => {}
         }
     }
-
+    if directives.only_if_cached {
+        // RFC 9111 §5.2.1.7: no stored response satisfies the request.
+        return ProxyError::NotCached.into_response();
+    }
+    if directives.no_store {
+        // Nothing of this exchange may be stored, so it shares no fill either.
+        let answer = run_fill(fill(found.clone()), None).await;
+        return lookup.respond(answer, found.as_ref(), Why::Request);
+    }
     if shared.hit_for_miss.contains_key(&lookup.key) {
         // Remembered as not storable: straight to the origin, nobody queues behind it.
         let answer = run_fill(fill(found.clone()), None).await;
-        return lookup.respond(answer, found.as_ref(), Some(CacheStatus::HitForMiss));
+        return lookup.respond(answer, found.as_ref(), Why::HitForMiss);
     }
 
     let patience = lookup.route.timeout + FOLLOWER_MARGIN;
@@ -155,13 +182,10 @@ async fn cached<T: Tier>(
             Waited::Lead(leader) => {
                 // The previous leader went away; its fill may still have stored the entry.
                 let now = shared.clock.now();
-                if let Some(entry) = lookup
-                    .find(now)
-                    .await
-                    .filter(|e| assess(&e.times, now) == Usability::Fresh)
-                {
+                let stored = lookup.find(now).await.filter(|e| assess(&e.times, now) == Usability::Fresh);
+                if let Some(entry) = stored {
                     leader.finish(FillOutcome::Stored(Arc::clone(&entry)));
-                    return serve_entry(&entry, CacheStatus::Collapsed, now, is_head);
+                    return serve_entry(&entry, CacheStatus::Collapsed, now, &lookup.serve);
                 }
                 leader
             }
@@ -169,14 +193,11 @@ async fn cached<T: Tier>(
     };
     // A fill task that dies drops its leader guard, which wakes any followers.
     let answer = run_fill(fill(found.clone()), Some(leader)).await;
-    lookup.respond(answer, found.as_ref(), None)
+    lookup.respond(answer, found.as_ref(), why)
 }
 
 /// Runs a fill in its own task: a client that goes away does not abandon it.
-async fn run_fill<T: Tier>(
-    fill: Fill<T>,
-    leader: Option<FillLeader>,
-) -> Result<Answer, ProxyError> {
+async fn run_fill<T: Tier>(fill: Fill<T>, leader: Option<FillLeader>) -> Result<Answer, ProxyError> {
     tokio::spawn(fill.run(leader))
         .await
         .map_err(|join| ProxyError::Internal(join.into()))
@@ -198,32 +219,38 @@ impl<T: Tier> Lookup<T> {
             .then_some(entry)
     }
 
-    /// The answer of a fill this request ran. `status` overrides the usual miss status.
-    fn respond(
-        &self,
-        answer: Result<Answer, ProxyError>,
-        stale: Option<&Arc<Entry>>,
-        status: Option<CacheStatus>,
-    ) -> Response<Body> {
+    /// The `Cache-Status` of an answer from the origin with status `fwd_status`.
+    fn forwarded(why: Why, stale: bool, fwd_status: u16, stored: bool) -> CacheStatus {
+        match why {
+            Why::HitForMiss => CacheStatus::HitForMiss,
+            Why::Request => CacheStatus::Request { fwd_status, stored },
+            Why::Miss if stale => CacheStatus::Stale { fwd_status, stored },
+            Why::Miss => CacheStatus::Miss { stored },
+        }
+    }
+
+    /// The answer of a fill this request ran.
+    fn respond(&self, answer: Result<Answer, ProxyError>, stale: Option<&Arc<Entry>>, why: Why) -> Response<Body> {
         let now = self.shared.clock.now();
-        let miss = |fwd_status: u16, stored: bool| match stale {
-            Some(_) => CacheStatus::Stale { fwd_status, stored },
-            None => CacheStatus::Miss { stored },
-        };
+        let had_stale = stale.is_some();
         match answer {
             Ok(Answer::Stored(entry)) => {
-                let status = status.unwrap_or_else(|| miss(entry.status.as_u16(), true));
-                serve_entry(&entry, status, now, self.is_head)
+                let status = Self::forwarded(why, had_stale, entry.status.as_u16(), true);
+                serve_entry(&entry, status, now, &self.serve)
+            }
+            Ok(Answer::Revalidated { entry, stored }) => {
+                let status = Self::forwarded(why, had_stale, 304, stored);
+                serve_entry(&entry, status, now, &self.serve)
             }
             Ok(Answer::Passed(mut response)) => {
-                let status = status.unwrap_or_else(|| miss(response.status().as_u16(), false));
+                let status = Self::forwarded(why, had_stale, response.status().as_u16(), false);
                 set_cache_status(response.headers_mut(), status);
-                if self.is_head {
+                if self.serve.is_head() {
                     *response.body_mut() = empty();
                 }
                 response
             }
-            Ok(Answer::Failed(failure)) => self.failed(&failure, stale, now, status),
+            Ok(Answer::Failed(failure)) => self.failed(&failure, stale, now, why),
             Err(error) => error.into_response(),
         }
     }
@@ -238,13 +265,13 @@ impl<T: Tier> Lookup<T> {
         let now = self.shared.clock.now();
         match outcome {
             FillOutcome::Stored(entry) => {
-                serve_entry(&entry, CacheStatus::Collapsed, now, self.is_head)
+                serve_entry(&entry, CacheStatus::Collapsed, now, &self.serve)
             }
-            FillOutcome::Failed(failure) => self.failed(&failure, stale, now, None),
+            FillOutcome::Failed(failure) => self.failed(&failure, stale, now, Why::Miss),
             // Not storable: each follower asks the origin itself, as it would without a cache.
             FillOutcome::NotStorable => {
                 let answer = run_fill(fill(stale.cloned()), None).await;
-                self.respond(answer, stale, None)
+                self.respond(answer, stale, Why::Miss)
             }
         }
     }
@@ -256,7 +283,7 @@ impl<T: Tier> Lookup<T> {
         failure: &Failure,
         stale: Option<&Arc<Entry>>,
         now: SystemTime,
-        status: Option<CacheStatus>,
+        why: Why,
     ) -> Response<Body> {
         if let Some(entry) = stale {
             if matches!(
@@ -270,17 +297,15 @@ impl<T: Tier> Lookup<T> {
                     ttl: ttl_secs(&entry.times, now),
                     fwd_status: failure.fwd_status(),
                 };
-                return serve_entry(entry, status, now, self.is_head);
+                return serve_entry(entry, status, now, &self.serve);
             }
         }
-        let status = status.unwrap_or(match (stale, failure.fwd_status()) {
-            (Some(_), Some(fwd_status)) => CacheStatus::Stale {
-                fwd_status,
-                stored: false,
-            },
-            _ => CacheStatus::Miss { stored: false },
-        });
-        failure.to_response(status, self.is_head)
+        let status = match failure.fwd_status() {
+            Some(fwd_status) => Self::forwarded(why, stale.is_some(), fwd_status, false),
+            None if why == Why::HitForMiss => CacheStatus::HitForMiss,
+            None => CacheStatus::Miss { stored: false },
+        };
+        failure.to_response(status, self.serve.is_head())
     }
 }
 

@@ -9,6 +9,7 @@ mod headers;
 mod origin;
 mod refresh;
 mod router;
+mod serve;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -77,6 +78,18 @@ pub(crate) struct Shared<T> {
     pub(crate) coalescer: Arc<Coalescer<CacheKey, fill::FillOutcome>>,
     /// Keys whose last response was not storable: they bypass coalescing for a while.
     pub(crate) hit_for_miss: moka::sync::Cache<CacheKey, ()>,
+    /// Jitter and early-refresh draws; seeded by tests for repeatable runs.
+    // A std mutex: held for one draw, never across an await.
+    rng: std::sync::Mutex<rand::rngs::SmallRng>,
+}
+
+impl<T> Shared<T> {
+    /// A uniform sample in `(0, 1]`.
+    pub(crate) fn sample(&self) -> f64 {
+        use rand::RngExt as _;
+        let mut rng = self.rng.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        1.0 - rng.random::<f64>()
+    }
 }
 
 /// Keys remembered as hit-for-miss at most; beyond it the least useful are forgotten, which
@@ -98,8 +111,16 @@ impl<T> Clone for ProxyService<T> {
 }
 
 impl<T: Tier> ProxyService<T> {
-    /// Builds the service from the validated config, a tier and a clock.
-    pub fn new(config: &Config, tier: T, origin: OriginClient, clock: Arc<dyn Clock>) -> Self {
+    /// Builds the service from the validated config, a tier, a clock and the seed of its
+    /// random draws (jitter, early refresh).
+    pub fn new(
+        config: &Config,
+        tier: T,
+        origin: OriginClient,
+        clock: Arc<dyn Clock>,
+        seed: u64,
+    ) -> Self {
+        use rand::SeedableRng as _;
         let shared = Shared {
             routes: RouteTable::new(&config.routes),
             tier,
@@ -124,6 +145,7 @@ impl<T: Tier> ProxyService<T> {
                         .max(std::time::Duration::from_nanos(1)),
                 )
                 .build(),
+            rng: std::sync::Mutex::new(rand::rngs::SmallRng::seed_from_u64(seed)),
         };
         Self {
             shared: Arc::new(shared),

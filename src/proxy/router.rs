@@ -35,30 +35,10 @@ impl RouteTable {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn route(name: &str, prefix: &str, host: Option<&str>) -> Route {
-        Route {
-            name: name.into(),
-            path_prefix: prefix.into(),
-            host: host.map(Into::into),
-            upstream: "http://127.0.0.1:9000".parse().unwrap(),
-            timeout: Duration::from_secs(30),
-            default_ttl: Duration::ZERO,
-            max_ttl: None,
-            stale_while_revalidate: Duration::ZERO,
-            stale_if_error: Duration::ZERO,
-            early_refresh_beta: 1.0,
-            ttl_jitter: 0.1,
-            key_headers: vec![],
-            tags: vec![],
-            ignore_query_params: vec![],
-            ignore_client_cache_control: false,
-            cache_set_cookie: false,
-            cache_authenticated_stale: false,
-        }
+        Route { host: host.map(Into::into), ..Route::for_tests(name, prefix) }
     }
 
     #[test]

@@ -97,4 +97,9 @@ impl Tier for MemoryTier {
         self.cache.invalidate(key).await;
         Ok(())
     }
+
+    async fn clear(&self) {
+        // Entries inserted before this call are invisible at once; moka frees them lazily.
+        self.cache.invalidate_all();
+    }
 }

@@ -7,25 +7,8 @@ use super::*;
 use crate::cache::key::PartitionHasher;
 
 fn route() -> Route {
-    Route {
-        name: "r".into(),
-        path_prefix: "/".into(),
-        host: None,
-        upstream: "http://127.0.0.1:9".parse().unwrap(),
-        timeout: Duration::from_secs(30),
-        default_ttl: Duration::ZERO,
-        max_ttl: None,
-        stale_while_revalidate: Duration::ZERO,
-        stale_if_error: Duration::ZERO,
-        early_refresh_beta: 1.0,
-        ttl_jitter: 0.1,
-        key_headers: vec![],
-        tags: vec![],
-        ignore_query_params: vec![],
-        ignore_client_cache_control: false,
-        cache_set_cookie: false,
-        cache_authenticated_stale: false,
-    }
+    // No jitter unless a test asks for it: exact lifetimes are what most tests check.
+    Route { ttl_jitter: 0.0, ..Route::for_tests("r", "/") }
 }
 
 fn now() -> SystemTime {
@@ -38,6 +21,7 @@ struct Case {
     headers: Vec<(&'static str, String)>,
     request_auth: bool,
     key_on_auth: bool,
+    jitter: f64,
 }
 
 impl Case {
@@ -48,6 +32,7 @@ impl Case {
             headers: headers.iter().map(|(n, v)| (*n, (*v).to_owned())).collect(),
             request_auth: false,
             key_on_auth: false,
+            jitter: 0.0,
         }
     }
 
@@ -81,8 +66,7 @@ impl Case {
             &partition,
             status,
             &headers,
-            now(),
-            now(),
+            Timing { request_time: now(), response_time: now(), jitter_sample: self.jitter },
         )
     }
 
@@ -355,4 +339,29 @@ fn credential_partitions_act_as_a_private_cache_without_stale_serving() {
     };
     let t = opted_in.times();
     assert!(t.keep_until > t.fresh_until);
+}
+
+#[test]
+fn jitter_only_ever_shortens_freshness() {
+    let jittery = Route { ttl_jitter: 0.1, ..route() };
+    let base = Case { route: jittery.clone(), ..Case::new(&[("cache-control", "max-age=100")]) };
+    assert_eq!(base.fresh_secs(), Ok(100), "sample 0 keeps the full lifetime");
+    let most = Case { jitter: 0.999, ..Case { route: jittery, ..Case::new(&[("cache-control", "max-age=100")]) } };
+    let t = most.times();
+    let fresh = t.fresh_until.duration_since(now()).unwrap();
+    assert!(fresh > std::time::Duration::from_secs(90) && fresh < std::time::Duration::from_secs(91), "{fresh:?}");
+}
+
+#[test]
+fn cdn_cache_control_takes_precedence_rfc9213_2_1() {
+    let case = Case::new(&[("cache-control", "no-store"), ("cdn-cache-control", "max-age=30")]);
+    assert_eq!(case.fresh_secs(), Ok(30));
+    let case = Case::new(&[("cache-control", "max-age=600"), ("cdn-cache-control", "no-store")]);
+    assert_eq!(case.fresh_secs(), Err(NotStorable::Policy));
+    let expires = httpdate::fmt_http_date(now() + Duration::from_secs(500));
+    let case = Case {
+        headers: vec![("expires", expires), ("cdn-cache-control", "max-age=20".into())],
+        ..Case::new(&[])
+    };
+    assert_eq!(case.fresh_secs(), Ok(20));
 }

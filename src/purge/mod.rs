@@ -1,0 +1,110 @@
+//! Purging without scanning (DESIGN.md "Purge without scanning: tag watermarks"): what a purge
+//! names ([`Selector`]), what an entry offers to be checked ([`EntryRef`]), and the in-process
+//! watermark map that decides whether an entry survived every purge ([`watermarks`]).
+//!
+//! Pure and synchronous: the admin API, the Redis script and the pub/sub sync sit on top of
+//! these types.
+
+pub mod watermarks;
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use watermarks::{Mark, SharedWatermarks, Verdict, Watermarks};
+
+/// What a purge covers. Every selector of the admin API maps onto one of these: `tags`,
+/// `urls` (`url:<fingerprint>`), `route` (`route:<name>`) and `partition`
+/// (`part:<header>:<fingerprint>`) are all [`Selector::Tag`]s, since the entry carries those
+/// automatic tags.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Selector {
+    /// Entries carrying this tag.
+    Tag(String),
+    /// Entries whose normalized path starts with this string (a plain string prefix, not a
+    /// segment match: `/api/prod` covers `/api/products/1`). Host and route are not part of
+    /// it, as in the admin API's `{"prefix": "/api/products/"}`.
+    Prefix(String),
+    /// Every entry.
+    All,
+}
+
+impl Selector {
+    /// A tag selector.
+    pub fn tag(tag: impl Into<String>) -> Self {
+        Self::Tag(tag.into())
+    }
+
+    /// A path-prefix selector.
+    pub fn prefix(path_prefix: impl Into<String>) -> Self {
+        Self::Prefix(path_prefix.into())
+    }
+}
+
+/// Stable text form, e.g. for a Redis hash field: `t:<tag>`, `p:<prefix>`, `*`.
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tag(tag) => write!(f, "t:{tag}"),
+            Self::Prefix(prefix) => write!(f, "p:{prefix}"),
+            Self::All => f.write_str("*"),
+        }
+    }
+}
+
+/// Why a selector's text form could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a selector: {0:?} (expected `t:<tag>`, `p:<prefix>` or `*`)")]
+pub struct SelectorParseError(pub String);
+
+impl FromStr for Selector {
+    type Err = SelectorParseError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "*" {
+            Ok(Self::All)
+        } else if let Some(tag) = text.strip_prefix("t:") {
+            Ok(Self::Tag(tag.to_owned()))
+        } else if let Some(prefix) = text.strip_prefix("p:") {
+            Ok(Self::Prefix(prefix.to_owned()))
+        } else {
+            Err(SelectorParseError(text.to_owned()))
+        }
+    }
+}
+
+/// What the watermark check needs from an entry, borrowed from it by the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryRef<'a> {
+    /// All the entry's tags: origin, static and automatic (`route:`, `url:`, `part:`).
+    pub tags: &'a [String],
+    /// The normalized path the entry was filled for (`Target::path`), for prefix purges.
+    pub path: &'a str,
+    /// The purge sequence the instance had seen when the entry's origin fetch started
+    /// ([`Watermarks::current_seq`]).
+    pub seq: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selector_text_form_round_trips() {
+        let cases = [
+            (Selector::tag("product:42"), "t:product:42"),
+            (Selector::tag(""), "t:"),
+            (Selector::prefix("/api/products/"), "p:/api/products/"),
+            (Selector::All, "*"),
+        ];
+        for (selector, text) in cases {
+            assert_eq!(selector.to_string(), text);
+            assert_eq!(text.parse::<Selector>(), Ok(selector));
+        }
+        for bad in ["", "x:1", "tag", "**"] {
+            assert_eq!(
+                bad.parse::<Selector>(),
+                Err(SelectorParseError(bad.to_owned()))
+            );
+        }
+    }
+}
