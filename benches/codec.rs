@@ -34,6 +34,7 @@ fn entry(len: usize) -> Entry {
     );
     let now = SystemTime::now();
     Entry {
+        meta: Default::default(),
         status: StatusCode::OK,
         headers,
         body: Bytes::from(body),

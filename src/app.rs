@@ -12,7 +12,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::proxy::{OriginClient, ProxyService};
 use crate::server::{self, ServerLimits};
-use crate::tiers::MemoryTier;
+use crate::tiers::{MemoryTier, RedisTier, TieredOptions, Tiers};
 
 /// The bound sockets Cachet serves on. Binding is the caller's job, so tests bind port 0.
 #[derive(Debug)]
@@ -84,9 +84,9 @@ pub async fn run_with(
     options: RunOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
-    let tier = MemoryTier::new(config.cache.memory_max_bytes);
+    let tiers = build_tiers(&config).await;
     let seed = options.seed.unwrap_or_else(rand::random);
-    let proxy = ProxyService::new(&config, tier, OriginClient::new(), options.clock, seed);
+    let proxy = ProxyService::new(&config, tiers, OriginClient::new(), options.clock, seed);
     let limits = ServerLimits::from(&config.server);
     let (stop_tx, stop_rx) = watch::channel(false);
     let signal = async move {
@@ -113,4 +113,30 @@ pub async fn run_with(
 /// Completes once the stop flag is raised (or its sender is gone).
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+/// Memory in front of Redis when `[cache.redis]` is configured. Redis being down is not an
+/// error: the tier connects by itself and the breaker keeps it off the request path meanwhile.
+async fn build_tiers(config: &Config) -> Tiers {
+    let memory = MemoryTier::new(config.cache.memory_max_bytes);
+    let Some(redis) = &config.cache.redis else {
+        return Tiers::new(memory, None, TieredOptions::default());
+    };
+    let options = TieredOptions {
+        max_inflight_writes: redis.max_inflight_writes,
+        ..TieredOptions::default()
+    };
+    match RedisTier::connect(redis, config.cache.max_object_bytes).await {
+        Ok(shared) => {
+            let changes = shared.epoch_changes();
+            let tiers = Tiers::new(memory, Some(shared), options);
+            // Ends with the tier's epoch sender, i.e. when the tier is dropped.
+            let _clearing = tiers.clear_on_epoch_change(changes);
+            tiers
+        }
+        Err(error) => {
+            tracing::error!(%error, "shared tier misconfigured; running on the memory tier alone");
+            Tiers::new(memory, None, options)
+        }
+    }
 }

@@ -19,10 +19,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 use zstd::bulk::{Compressor, Decompressor};
 
-use super::entry::{Entry, EntryTimes};
+use super::entry::{Entry, EntryMeta, EntryTimes};
 use super::key::Fingerprint;
 
-/// The blob format this binary writes. Bump it whenever [`Wire`] changes shape.
+/// The blob format this binary writes. Bump it whenever the serialized entry changes shape.
 pub const FORMAT_VERSION: u8 = 1;
 
 /// Bytes before the payload: version, epoch, flags.
@@ -109,6 +109,11 @@ struct Wire<'a> {
     stale_if_error_until: u64,
     keep_until: u64,
     fetch_duration: u64,
+    #[serde(borrow)]
+    path: &'a str,
+    purge_seq: u64,
+    #[serde(borrow)]
+    vary: Vec<&'a str>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -175,6 +180,9 @@ pub fn encode(entry: &Entry, epoch: Epoch, compress_min_bytes: usize) -> Vec<u8>
         stale_if_error_until: unix_nanos(times.stale_if_error_until),
         keep_until: unix_nanos(times.keep_until),
         fetch_duration: to_nanos(times.fetch_duration),
+        path: &entry.meta.path,
+        purge_seq: entry.meta.purge_seq,
+        vary: entry.meta.vary.iter().map(HeaderName::as_str).collect(),
     };
     let mut blob = Vec::with_capacity(HEADER_LEN + entry.body.len() + 256);
     blob.push(FORMAT_VERSION);
@@ -314,6 +322,16 @@ fn entry_from_wire(wire: Wire<'_>) -> Result<Entry, CodecError> {
             stale_if_error_until: from_unix_nanos(wire.stale_if_error_until)?,
             keep_until: from_unix_nanos(wire.keep_until)?,
             fetch_duration: Duration::from_nanos(wire.fetch_duration),
+        },
+        meta: EntryMeta {
+            path: wire.path.to_owned(),
+            purge_seq: wire.purge_seq,
+            vary: wire
+                .vary
+                .into_iter()
+                .map(|name| HeaderName::from_bytes(name.as_bytes()))
+                .collect::<Result<_, _>>()
+                .map_err(|_| CodecError::Corrupt("invalid vary name"))?,
         },
     })
 }

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
 
 use super::key::Fingerprint;
 
@@ -37,6 +37,19 @@ pub struct Entry {
     /// Origin, static and automatic tags; never raw header values.
     pub tags: Vec<String>,
     pub times: EntryTimes,
+    pub meta: EntryMeta,
+}
+
+/// What purge checks and variant selection need to know about an entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryMeta {
+    /// The normalized path it was filled for, for prefix purges.
+    pub path: String,
+    /// The purge sequence its instance had seen when the fill *started*: a purge with a higher
+    /// sequence covers it.
+    pub purge_seq: u64,
+    /// The response's `Vary` header names (lower-case, sorted); empty when it has none.
+    pub vary: Vec<HeaderName>,
 }
 
 impl Entry {
@@ -50,7 +63,7 @@ impl Entry {
             .map(|(name, value)| name.as_str().len() + value.len() + 32)
             .sum();
         let tags: usize = self.tags.iter().map(|t| t.len() + 24).sum();
-        let total = OVERHEAD + headers + tags + self.body.len();
+        let total = OVERHEAD + headers + tags + self.meta.path.len() + self.body.len();
         u32::try_from(total).unwrap_or(u32::MAX)
     }
 

@@ -29,14 +29,29 @@ pub fn assess(times: &EntryTimes, now: SystemTime) -> Usability {
     }
 }
 
+/// A soft-purged entry is stale whatever its times say: usable as stale for as long as it has
+/// stale windows, revalidated (or refetched) before use otherwise.
+pub fn assess_soft_purged(times: &EntryTimes, now: SystemTime) -> Usability {
+    match assess(times, now) {
+        Usability::Fresh => Usability::Stale {
+            within_swr: times.stale_while_revalidate_until > times.fresh_until,
+            within_sie: times.stale_if_error_until > times.fresh_until,
+        },
+        other => other,
+    }
+}
+
 /// Beyond this many `fetch_duration × beta` before expiry, the chance of an early refresh is
 /// below e⁻¹⁰ (about 0.005 %): treated as zero, so most hits draw no random number.
 const XFETCH_HORIZON: f64 = 10.0;
 
 /// Whether a fresh entry is close enough to expiry that [`refresh_early`] may say yes.
 pub fn early_refresh_possible(times: &EntryTimes, now: SystemTime, beta: f64) -> bool {
-    let Ok(remaining) = times.fresh_until.duration_since(now) else { return false };
-    beta > 0.0 && remaining.as_secs_f64() < times.fetch_duration.as_secs_f64() * beta * XFETCH_HORIZON
+    let Ok(remaining) = times.fresh_until.duration_since(now) else {
+        return false;
+    };
+    beta > 0.0
+        && remaining.as_secs_f64() < times.fetch_duration.as_secs_f64() * beta * XFETCH_HORIZON
 }
 
 /// XFetch (Vattani, Chierichetti, Lowenstein 2015): refresh a fresh entry early when
@@ -44,7 +59,9 @@ pub fn early_refresh_possible(times: &EntryTimes, now: SystemTime, beta: f64) ->
 /// grows as expiry nears and hot keys are refreshed before they expire. `sample` is uniform
 /// in `(0, 1]`.
 pub fn refresh_early(times: &EntryTimes, now: SystemTime, beta: f64, sample: f64) -> bool {
-    let Ok(remaining) = times.fresh_until.duration_since(now) else { return false };
+    let Ok(remaining) = times.fresh_until.duration_since(now) else {
+        return false;
+    };
     if remaining.is_zero() || beta <= 0.0 || !(sample > 0.0 && sample <= 1.0) {
         return false;
     }
@@ -98,7 +115,9 @@ mod tests {
         assert!(!refresh_early(&t, at(9_900), 0.0, 0.01));
         assert!(!refresh_early(&t, at(10_000), 1.0, 0.01));
         // The share of samples that trigger matches exp(-remaining / (fetch × beta)).
-        let hits = (1..=10_000).filter(|i| refresh_early(&t, at(9_800), 1.0, f64::from(*i) / 10_000.0)).count();
+        let hits = (1..=10_000)
+            .filter(|i| refresh_early(&t, at(9_800), 1.0, f64::from(*i) / 10_000.0))
+            .count();
         assert!((3_600..=3_760).contains(&hits), "{hits}");
     }
 

@@ -18,8 +18,10 @@ pub use conditional::{
     Boundary, ByteRange, PartialContent, RangeError, Served, evaluate, not_modified_headers,
     partial_content, unsatisfiable_content_range,
 };
-pub use entry::{Entry, EntryTimes};
-pub use freshness::{Usability, assess, early_refresh_possible, refresh_early, ttl_secs};
+pub use entry::{Entry, EntryMeta, EntryTimes};
+pub use freshness::{
+    Usability, assess, assess_soft_purged, early_refresh_possible, refresh_early, ttl_secs,
+};
 pub use key::{
     CacheKey, Fingerprint, Partition, PartitionHasher, Target, TargetError, url_fingerprint,
 };

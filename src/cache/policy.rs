@@ -9,13 +9,14 @@ use std::time::{Duration, SystemTime};
 
 use http::header::{
     AGE, AUTHORIZATION, CACHE_CONTROL, DATE, ETAG, EXPIRES, HeaderName, LAST_MODIFIED, PRAGMA,
-    SET_COOKIE, VARY,
+    SET_COOKIE,
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_cache_semantics::{CacheOptions, CachePolicy};
 
 use super::entry::EntryTimes;
 use super::key::{Partition, Target};
+use super::vary::VaryRule;
 use crate::config::Route;
 
 /// Why a response was not stored.
@@ -26,7 +27,7 @@ pub enum NotStorable {
     Policy,
     /// `Set-Cookie` on a route without `cache_set_cookie`.
     SetCookie,
-    /// `Vary`: variants are not stored yet (the two-step lookup is the semantics issue's).
+    /// `Vary: *`: never reusable (RFC 9111 §4.1).
     Vary,
     /// Nothing to serve: no freshness and no stale window.
     NoLifetime,
@@ -93,11 +94,15 @@ pub fn decide(
     headers: &HeaderMap,
     timing: Timing,
 ) -> Decision {
-    let Timing { request_time, response_time, jitter_sample } = timing;
+    let Timing {
+        request_time,
+        response_time,
+        jitter_sample,
+    } = timing;
     if headers.contains_key(SET_COOKIE) && !route.cache_set_cookie {
         return Decision::DontStore(NotStorable::SetCookie);
     }
-    if headers.contains_key(VARY) {
+    if VaryRule::from_response(headers) == VaryRule::Never {
         return Decision::DontStore(NotStorable::Vary);
     }
     if matches!(
@@ -116,7 +121,11 @@ pub fn decide(
         Some(value) => Directives::parse(std::iter::once(value)),
         None => Directives::parse(headers.get_all(CACHE_CONTROL)),
     };
-    let expires = if cdn.is_some() { None } else { headers.get(EXPIRES) };
+    let expires = if cdn.is_some() {
+        None
+    } else {
+        headers.get(EXPIRES)
+    };
     let explicit = cc.has("max-age") || (shared && cc.has("s-maxage")) || expires.is_some();
     let mut response = http::Response::new(());
     // RFC 9111 §3 asks a cache to understand the status only for 206, 304 and
@@ -194,8 +203,13 @@ pub fn decide(
         fresh_until,
         stale_while_revalidate_until: fresh_until + swr,
         stale_if_error_until: fresh_until + sie,
-        keep_until: fresh_until + swr.max(sie).max(revalidation_window(headers, lifetime, route)),
-        fetch_duration: response_time.duration_since(request_time).unwrap_or_default(),
+        keep_until: fresh_until
+            + swr
+                .max(sie)
+                .max(revalidation_window(headers, lifetime, route)),
+        fetch_duration: response_time
+            .duration_since(request_time)
+            .unwrap_or_default(),
     };
     if times.keep_until <= response_time {
         return Decision::DontStore(NotStorable::NoLifetime);

@@ -28,14 +28,23 @@ impl RequestDirectives {
     pub fn parse(headers: &HeaderMap) -> Self {
         let mut directives = Self::default();
         let mut any_cache_control = false;
-        for value in headers.get_all(CACHE_CONTROL).iter().filter_map(|v| v.to_str().ok()) {
+        for value in headers
+            .get_all(CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
             any_cache_control = true;
             for directive in value.split(',') {
                 let mut kv = directive.splitn(2, '=');
                 let name = kv.next().unwrap_or_default().trim().to_ascii_lowercase();
                 // An invalid number is treated as the strictest value: 0.
                 let seconds = || {
-                    let v = kv.clone().next().unwrap_or_default().trim().trim_matches('"');
+                    let v = kv
+                        .clone()
+                        .next()
+                        .unwrap_or_default()
+                        .trim()
+                        .trim_matches('"');
                     Duration::from_secs(v.parse().unwrap_or(0))
                 };
                 match name.as_str() {
@@ -53,7 +62,10 @@ impl RequestDirectives {
                 .get_all(PRAGMA)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
-                .any(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("no-cache")));
+                .any(|v| {
+                    v.split(',')
+                        .any(|p| p.trim().eq_ignore_ascii_case("no-cache"))
+                });
         }
         if directives.max_age == Some(Duration::ZERO) {
             directives.no_cache = true;
@@ -97,7 +109,10 @@ mod tests {
     fn directives_rfc9111_5_2_1() {
         assert!(parse(&[("cache-control", "no-cache")]).no_cache);
         assert!(parse(&[("cache-control", "max-age=0")]).no_cache);
-        assert!(parse(&[("pragma", "no-cache")]).no_cache, "§5.4 without Cache-Control");
+        assert!(
+            parse(&[("pragma", "no-cache")]).no_cache,
+            "§5.4 without Cache-Control"
+        );
         assert!(!parse(&[("pragma", "no-cache"), ("cache-control", "max-age=5")]).no_cache);
         assert!(parse(&[("cache-control", "only-if-cached")]).only_if_cached);
         assert!(parse(&[("cache-control", "no-store")]).no_store);

@@ -60,11 +60,20 @@ mod tests {
     #[test]
     fn a_304_replaces_fields_but_not_representation_metadata_rfc9111_3_2() {
         let mut stored = HeaderMap::new();
-        stored.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        stored.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=10"));
+        stored.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        stored.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=10"),
+        );
         stored.insert("x-version", HeaderValue::from_static("1"));
         let mut not_modified = HeaderMap::new();
-        not_modified.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+        not_modified.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
         not_modified.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
         not_modified.append("x-version", HeaderValue::from_static("2"));
         not_modified.append("x-version", HeaderValue::from_static("3"));

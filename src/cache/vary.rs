@@ -26,7 +26,9 @@ impl VaryRule {
     pub fn from_response(headers: &HeaderMap) -> Self {
         let mut names = Vec::new();
         for value in headers.get_all(http::header::VARY) {
-            let Ok(value) = value.to_str() else { return Self::Never };
+            let Ok(value) = value.to_str() else {
+                return Self::Never;
+            };
             for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
                 if name == "*" {
                     return Self::Never;
@@ -48,13 +50,22 @@ impl VaryRule {
 
 /// Headers whose values compare case-insensitively (RFC 9110 §12.5): their values are
 /// lower-cased before hashing, so `EN-us` and `en-US` select one variant.
-const CASE_INSENSITIVE: [&str; 4] = ["accept", "accept-charset", "accept-encoding", "accept-language"];
+const CASE_INSENSITIVE: [&str; 4] = [
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+];
 
 /// The normalized value of one header for variant selection: field lines joined, whitespace
 /// around commas and runs of spaces collapsed, lower-cased where case does not matter, and
 /// `Accept-Encoding` reduced to the bucket an origin would pick from.
 pub fn normalized_value(name: &HeaderName, headers: &HeaderMap) -> Option<String> {
-    let lines: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+    let lines: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
     if lines.is_empty() {
         return None;
     }
@@ -101,7 +112,11 @@ fn encoding_bucket(value: &str) -> &'static str {
 
 /// The fingerprint of a request's values for `names`; absent headers count as absent, not
 /// as empty.
-pub fn variant_fingerprint(hasher: &PartitionHasher, names: &[HeaderName], headers: &HeaderMap) -> Fingerprint {
+pub fn variant_fingerprint(
+    hasher: &PartitionHasher,
+    names: &[HeaderName],
+    headers: &HeaderMap,
+) -> Fingerprint {
     let mut values: Vec<Vec<u8>> = Vec::with_capacity(names.len());
     for name in names {
         match normalized_value(name, headers) {
@@ -149,11 +164,23 @@ mod tests {
     #[test]
     fn vary_rules_rfc9111_4_1() {
         assert_eq!(VaryRule::from_response(&headers(&[])), VaryRule::None);
-        assert_eq!(VaryRule::from_response(&headers(&[("vary", "*")])), VaryRule::Never);
-        assert_eq!(VaryRule::from_response(&headers(&[("vary", "Accept, *")])), VaryRule::Never);
         assert_eq!(
-            VaryRule::from_response(&headers(&[("vary", "Accept-Language, accept"), ("vary", "accept")])),
-            VaryRule::Headers(vec![HeaderName::from_static("accept"), HeaderName::from_static("accept-language")])
+            VaryRule::from_response(&headers(&[("vary", "*")])),
+            VaryRule::Never
+        );
+        assert_eq!(
+            VaryRule::from_response(&headers(&[("vary", "Accept, *")])),
+            VaryRule::Never
+        );
+        assert_eq!(
+            VaryRule::from_response(&headers(&[
+                ("vary", "Accept-Language, accept"),
+                ("vary", "accept")
+            ])),
+            VaryRule::Headers(vec![
+                HeaderName::from_static("accept"),
+                HeaderName::from_static("accept-language")
+            ])
         );
     }
 
@@ -161,7 +188,13 @@ mod tests {
     fn values_are_normalized_before_selecting_a_variant() {
         let lang = HeaderName::from_static("accept-language");
         let a = normalized_value(&lang, &headers(&[("accept-language", "EN-us,  fr;q=0.5")]));
-        let b = normalized_value(&lang, &headers(&[("accept-language", "en-US"), ("accept-language", "fr;q=0.5")]));
+        let b = normalized_value(
+            &lang,
+            &headers(&[
+                ("accept-language", "en-US"),
+                ("accept-language", "fr;q=0.5"),
+            ]),
+        );
         assert_eq!(a, b);
         let enc = http::header::ACCEPT_ENCODING;
         for (value, bucket) in [
@@ -171,7 +204,11 @@ mod tests {
             ("identity", "identity"),
         ] {
             let h = headers(&[("accept-encoding", value)]);
-            assert_eq!(normalized_value(&enc, &h).as_deref(), Some(bucket), "{value}");
+            assert_eq!(
+                normalized_value(&enc, &h).as_deref(),
+                Some(bucket),
+                "{value}"
+            );
         }
     }
 

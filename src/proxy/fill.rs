@@ -17,14 +17,14 @@ use super::forward::{content_length, origin_request, streamed};
 use super::headers::{clean_response, remove_hop_by_hop, set_cache_status};
 use super::origin::OriginError;
 use super::{Body, ProxyError, Shared, empty, full};
-use crate::cache::{
-    CacheKey, CacheStatus, Decision, Entry, EntryTimes, Partition, Target, Usability, assess,
-    decide, sanitized_request, Timing, url_fingerprint,
-};
 use crate::cache::revalidation::{add_conditionals, merge_not_modified};
+use crate::cache::vary::{VaryRule, variant_fingerprint, variant_key};
+use crate::cache::{
+    CacheKey, CacheStatus, Decision, Entry, EntryMeta, EntryTimes, Partition, Target, Timing,
+    Usability, assess, decide, sanitized_request, url_fingerprint,
+};
 use crate::coalesce::LeaderGuard;
 use crate::config::Route;
-use crate::tiers::Tier;
 
 /// What followers of a fill receive.
 #[derive(Debug, Clone)]
@@ -109,18 +109,24 @@ impl From<OriginError> for Failure {
 pub(crate) enum Answer {
     Stored(Arc<Entry>),
     /// The stale entry was validated by a 304 (and stored again when still storable).
-    Revalidated { entry: Arc<Entry>, stored: bool },
+    Revalidated {
+        entry: Arc<Entry>,
+        stored: bool,
+    },
     /// Not stored: the origin's response, streaming.
     Passed(Response<Body>),
     Failed(Failure),
 }
 
 /// One origin fetch for a key.
-pub(crate) struct Fill<T> {
-    pub(crate) shared: Arc<Shared<T>>,
+pub(crate) struct Fill {
+    pub(crate) shared: Arc<Shared>,
     pub(crate) route: Arc<Route>,
     pub(crate) target: Target,
     pub(crate) partition: Partition,
+    /// The URL's key in this partition: where the Vary spec lives.
+    pub(crate) primary: CacheKey,
+    /// The key this fill fills: the primary key, or a variant's key once the Vary spec is known.
     pub(crate) key: CacheKey,
     /// Request headers for the origin: end-to-end, forwarding added, fill-stripped.
     pub(crate) headers: HeaderMap,
@@ -130,7 +136,7 @@ pub(crate) struct Fill<T> {
     pub(crate) no_store: bool,
 }
 
-impl<T: Tier> Fill<T> {
+impl Fill {
     /// Fetches, decides, stores; shares the outcome with `leader`'s followers and remembers
     /// not-storable keys as hit-for-miss.
     pub(crate) async fn run(self, leader: Option<FillLeader>) -> Answer {
@@ -155,6 +161,8 @@ impl<T: Tier> Fill<T> {
     async fn fetch(&self) -> Answer {
         let shared = &self.shared;
         let route = &self.route;
+        // Stamped when the fetch starts: a purge that lands while it runs covers this response.
+        let purge_seq = shared.watermarks.current_seq();
         let deadline = Instant::now() + route.timeout;
         let mut headers = self.headers.clone();
         // A stale entry with validators is revalidated rather than fetched again (RFC 9111 §4.3.1).
@@ -178,7 +186,9 @@ impl<T: Tier> Fill<T> {
         let (mut head, body) = response.into_parts();
         if head.status == StatusCode::NOT_MODIFIED && validating {
             if let Some(stale) = &self.stale {
-                return self.revalidated(stale, head.headers, request_time, response_time).await;
+                return self
+                    .revalidated(stale, head.headers, request_time, response_time, purge_seq)
+                    .await;
             }
         }
         let server_error = head.status.is_server_error();
@@ -201,7 +211,11 @@ impl<T: Tier> Fill<T> {
             &self.partition,
             head.status,
             &head.headers,
-            Timing { request_time, response_time, jitter_sample: 1.0 - shared.sample() },
+            Timing {
+                request_time,
+                response_time,
+                jitter_sample: 1.0 - shared.sample(),
+            },
         );
         // After the decision, which reads `Age` and `CDN-Cache-Control` before they go.
         let origin_tags = clean_response(&mut head.headers);
@@ -243,8 +257,19 @@ impl<T: Tier> Fill<T> {
             };
             return Answer::Failed(Failure::Status(Arc::new(buffered)));
         };
+        let vary = match VaryRule::from_response(&head.headers) {
+            VaryRule::Headers(names) => names,
+            VaryRule::None => Vec::new(),
+            // `decide` refuses `Vary: *`.
+            VaryRule::Never => return Answer::Failed(Failure::Exchange),
+        };
+        let meta = EntryMeta {
+            path: self.target.path.clone(),
+            purge_seq,
+            vary,
+        };
         let tags = self.tags(origin_tags);
-        let entry = Arc::new(build_entry(head, body, &self.partition, tags, times));
+        let entry = Arc::new(build_entry(head, body, &self.partition, tags, times, meta));
         self.store(&entry, response_time).await;
         Answer::Stored(entry)
     }
@@ -257,6 +282,7 @@ impl<T: Tier> Fill<T> {
         not_modified: HeaderMap,
         request_time: SystemTime,
         response_time: SystemTime,
+        purge_seq: u64,
     ) -> Answer {
         let mut headers = merge_not_modified(&stale.headers, &not_modified);
         remove_hop_by_hop(&mut headers);
@@ -267,36 +293,69 @@ impl<T: Tier> Fill<T> {
             &self.partition,
             stale.status,
             &headers,
-            Timing { request_time, response_time, jitter_sample: 1.0 - self.shared.sample() },
+            Timing {
+                request_time,
+                response_time,
+                jitter_sample: 1.0 - self.shared.sample(),
+            },
         );
         clean_response(&mut headers);
         if self.no_store {
-            let entry = Entry { headers, ..stale.clone() };
-            return Answer::Revalidated { entry: Arc::new(entry), stored: false };
+            let entry = Entry {
+                headers,
+                ..stale.clone()
+            };
+            return Answer::Revalidated {
+                entry: Arc::new(entry),
+                stored: false,
+            };
         }
         let Decision::Store(times) = decision else {
             // Validated but no longer storable: serve this once, keep nothing.
             tracing::debug!(key = %self.key, ?decision, "revalidated response not storable");
             self.remove().await;
-            let buffered = Entry { headers, times: stale.times, ..stale.clone() };
-            return Answer::Revalidated { entry: Arc::new(buffered), stored: false };
+            let buffered = Entry {
+                headers,
+                times: stale.times,
+                ..stale.clone()
+            };
+            return Answer::Revalidated {
+                entry: Arc::new(buffered),
+                stored: false,
+            };
         };
-        let entry = Arc::new(Entry { headers, times, ..stale.clone() });
+        let meta = EntryMeta {
+            purge_seq,
+            ..stale.meta.clone()
+        };
+        let entry = Arc::new(Entry {
+            headers,
+            times,
+            meta,
+            ..stale.clone()
+        });
         self.store(&entry, response_time).await;
-        Answer::Revalidated { entry, stored: true }
+        Answer::Revalidated {
+            entry,
+            stored: true,
+        }
     }
 
+    /// Stores under the primary key and, for a response with `Vary`, under its variant's key
+    /// too: the primary entry carries the Vary spec that selects variants (RFC 9111 §4.1).
     async fn store(&self, entry: &Arc<Entry>, now: SystemTime) {
-        let keep = entry.keep_for(now);
-        if let Err(error) = self.shared.tier.put(&self.key, Arc::clone(entry), keep).await {
-            tracing::warn!(key = %self.key, %error, "cache tier write failed");
+        // L1 at once; the shared tier off the response path (tier errors stop in `Tiered`).
+        let tiers = &self.shared.tiers;
+        if !entry.meta.vary.is_empty() {
+            let variant = variant_fingerprint(&self.shared.hasher, &entry.meta.vary, &self.headers);
+            let key = variant_key(&self.primary, &entry.meta.vary, &variant);
+            tiers.put(&key, Arc::clone(entry), now).await;
         }
+        tiers.put(&self.primary, Arc::clone(entry), now).await;
     }
 
     async fn remove(&self) {
-        if let Err(error) = self.shared.tier.remove(&self.key).await {
-            tracing::warn!(key = %self.key, %error, "cache tier remove failed");
-        }
+        self.shared.tiers.remove(&self.key).await;
     }
 
     /// The entry's tags: the origin's (bounded), the route's, and automatic ones made of
@@ -332,11 +391,13 @@ fn build_entry(
     partition: &Partition,
     tags: Vec<String>,
     times: EntryTimes,
+    meta: EntryMeta,
 ) -> Entry {
     let mut headers = head.headers;
     // Framing is the server's business: it knows the stored body's length.
     headers.remove(CONTENT_LENGTH);
     Entry {
+        meta,
         status: head.status,
         headers,
         body,

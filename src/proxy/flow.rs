@@ -8,33 +8,33 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::{Method, Request, Response};
+use http::header::{CONTENT_LOCATION, LOCATION};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Limited};
 
 use super::error::ProxyError;
 use super::fill::{Answer, Failure, Fill, FillLeader, FillOutcome};
-use super::serve::{ServeAs, serve_entry};
 use super::forward::{content_length, origin_headers, origin_request, streamed};
 use super::headers::{CACHE_STATUS, ClientInfo, clean_response, set_cache_status, strip_for_fill};
+use super::serve::{ServeAs, serve_entry};
 use super::{Body, PeerAddr, Shared, empty, refresh};
 use crate::cache::request::RequestDirectives;
+use crate::cache::vary::{variant_fingerprint, variant_key};
 use crate::cache::{
-    CacheKey, CacheStatus, Entry, Partition, Target, Usability, assess, early_refresh_possible,
-    refresh_early, ttl_secs,
+    CacheKey, CacheStatus, Entry, Partition, Target, Usability, assess, assess_soft_purged,
+    early_refresh_possible, refresh_early, ttl_secs, url_fingerprint,
 };
 use crate::coalesce::{Flight, Waited};
 use crate::config::Route;
-use crate::tiers::Tier;
+use crate::purge::{EntryRef, Selector, Verdict};
+use crate::tiers::Source;
 
 /// How much longer than the route's timeout a follower waits before taking over a fill:
 /// the leader's own deadline passes first.
 const FOLLOWER_MARGIN: Duration = Duration::from_secs(1);
 
 /// Handles one client request; every failure becomes a response here.
-pub(super) async fn handle<T: Tier>(
-    shared: &Arc<Shared<T>>,
-    request: Request<Body>,
-) -> Response<Body> {
+pub(super) async fn handle(shared: &Arc<Shared>, request: Request<Body>) -> Response<Body> {
     let method = request.method().clone();
     match route_and_serve(shared, request).await {
         Ok(response) => response,
@@ -45,8 +45,8 @@ pub(super) async fn handle<T: Tier>(
     }
 }
 
-async fn route_and_serve<T: Tier>(
-    shared: &Arc<Shared<T>>,
+async fn route_and_serve(
+    shared: &Arc<Shared>,
     request: Request<Body>,
 ) -> Result<Response<Body>, ProxyError> {
     let target = Target::from_request(request.uri(), request.headers())?;
@@ -78,13 +78,25 @@ async fn route_and_serve<T: Tier>(
 }
 
 /// One cacheable request on its way through lookup and fill.
-struct Lookup<T> {
-    shared: Arc<Shared<T>>,
+struct Lookup {
+    shared: Arc<Shared>,
     route: Arc<Route>,
     target: Target,
     partition: Partition,
+    /// The URL's key in this partition.
+    primary: CacheKey,
+    /// The key looked up and filled: the primary key, or the variant's once the stored Vary
+    /// spec selected one (RFC 9111 §4.1).
     key: CacheKey,
     serve: ServeAs,
+}
+
+/// An entry a lookup may use, where it was, and what it may be used for (its freshness, after
+/// any soft purge).
+struct Found {
+    entry: Arc<Entry>,
+    source: Source,
+    usability: Usability,
 }
 
 /// Why a cacheable request went to the origin: it decides the `Cache-Status` of the answer.
@@ -92,6 +104,8 @@ struct Lookup<T> {
 enum Why {
     /// No usable entry (or a stale one): `fwd=miss` / `fwd=stale`.
     Miss,
+    /// The URL's Vary spec is known but this variant is not stored: `fwd=vary-miss`.
+    VaryMiss,
     /// The key is remembered as not storable: `fwd=bypass; detail=hit-for-miss`.
     HitForMiss,
     /// The client's own directives required it: `fwd=request` (RFC 9111 §5.2.1).
@@ -99,26 +113,36 @@ enum Why {
 }
 
 /// GET and HEAD.
-async fn cached<T: Tier>(
-    shared: &Arc<Shared<T>>,
+async fn cached(
+    shared: &Arc<Shared>,
     route: Arc<Route>,
     target: Target,
     client: ClientInfo,
     request: Request<Body>,
 ) -> Response<Body> {
-    let serve = ServeAs::new(request.method(), request.headers());
-    let partition = shared.hasher.partition(&route.key_headers, request.headers());
-    let key = CacheKey::build(&route.name, &target, &route.ignore_query_params, &partition);
+    let (parts, _body) = request.into_parts();
+    let client_headers = parts.headers;
+    let serve = ServeAs::new(&parts.method, &client_headers);
+    let partition = shared.hasher.partition(&route.key_headers, &client_headers);
+    let primary = CacheKey::build(&route.name, &target, &route.ignore_query_params, &partition);
     let directives = if route.ignore_client_cache_control {
         RequestDirectives::default()
     } else {
-        RequestDirectives::parse(request.headers())
+        RequestDirectives::parse(&client_headers)
     };
-    let lookup = Lookup { shared: Arc::clone(shared), route, target, partition, key, serve };
+    let mut lookup = Lookup {
+        shared: Arc::clone(shared),
+        route,
+        target,
+        partition,
+        primary,
+        key: primary,
+        serve,
+    };
     let now = shared.clock.now();
-    let found = lookup.find(now).await;
+    let (found, mut why) = lookup.find(now, &client_headers).await;
+    let stale = found.as_ref().map(|f| Arc::clone(&f.entry));
     // Fill headers are built only when a fill happens: hits stay cheap.
-    let client_headers = request.into_parts().0.headers;
     let fill = |stale: Option<Arc<Entry>>| {
         let mut headers = client_headers.clone();
         strip_for_fill(&mut headers);
@@ -127,17 +151,27 @@ async fn cached<T: Tier>(
             route: Arc::clone(&lookup.route),
             target: lookup.target.clone(),
             partition: lookup.partition.clone(),
+            primary: lookup.primary,
             key: lookup.key,
-            headers: origin_headers(headers, client, &shared.limits.trusted_proxies, &lookup.target),
+            headers: origin_headers(
+                headers,
+                client,
+                &shared.limits.trusted_proxies,
+                &lookup.target,
+            ),
             stale,
             no_store: directives.no_store,
         }
     };
 
-    let mut why = Why::Miss;
-    if let Some(entry) = &found {
+    if let Some(Found {
+        entry,
+        source,
+        usability,
+    }) = &found
+    {
         let ttl = ttl_secs(&entry.times, now);
-        match assess(&entry.times, now) {
+        match usability {
             Usability::Fresh => {
                 let age = Duration::from_secs(entry.age(now));
                 if directives.accepts_fresh(&entry.times, age, now) {
@@ -147,11 +181,17 @@ async fn cached<T: Tier>(
                     {
                         refresh::spawn(fill(Some(Arc::clone(entry))));
                     }
-                    return serve_entry(entry, CacheStatus::Hit { ttl, shared: false }, now, &lookup.serve);
+                    let status = CacheStatus::Hit {
+                        ttl,
+                        shared: *source == Source::Shared,
+                    };
+                    return serve_entry(entry, status, now, &lookup.serve);
                 }
                 why = Why::Request;
             }
-            Usability::Stale { within_swr: true, .. } if !directives.no_cache => {
+            Usability::Stale {
+                within_swr: true, ..
+            } if !directives.no_cache => {
                 refresh::spawn(fill(Some(Arc::clone(entry))));
                 let status = CacheStatus::StaleWhileRevalidate { ttl };
                 return serve_entry(entry, status, now, &lookup.serve);
@@ -165,25 +205,34 @@ async fn cached<T: Tier>(
     }
     if directives.no_store {
         // Nothing of this exchange may be stored, so it shares no fill either.
-        let answer = run_fill(fill(found.clone()), None).await;
-        return lookup.respond(answer, found.as_ref(), Why::Request);
+        let answer = run_fill(fill(stale.clone()), None).await;
+        return lookup.respond(answer, stale.as_ref(), Why::Request);
     }
     if shared.hit_for_miss.contains_key(&lookup.key) {
         // Remembered as not storable: straight to the origin, nobody queues behind it.
-        let answer = run_fill(fill(found.clone()), None).await;
-        return lookup.respond(answer, found.as_ref(), Why::HitForMiss);
+        let answer = run_fill(fill(stale.clone()), None).await;
+        return lookup.respond(answer, stale.as_ref(), Why::HitForMiss);
     }
 
     let patience = lookup.route.timeout + FOLLOWER_MARGIN;
     let leader = match shared.coalescer.join(lookup.key) {
         Flight::Leader(leader) => leader,
         Flight::Follower(waiter) => match waiter.wait(patience).await {
-            Waited::Done(outcome) => return lookup.follow(outcome, found.as_ref(), &fill).await,
+            Waited::Done(outcome) => {
+                return lookup
+                    .follow(outcome, stale.as_ref(), &fill, &client_headers)
+                    .await;
+            }
             Waited::Lead(leader) => {
                 // The previous leader went away; its fill may still have stored the entry.
                 let now = shared.clock.now();
-                let stored = lookup.find(now).await.filter(|e| assess(&e.times, now) == Usability::Fresh);
-                if let Some(entry) = stored {
+                let stored = lookup.find_at(&lookup.key, now).await;
+                if let Some(Found {
+                    entry,
+                    usability: Usability::Fresh,
+                    ..
+                }) = stored
+                {
                     leader.finish(FillOutcome::Stored(Arc::clone(&entry)));
                     return serve_entry(&entry, CacheStatus::Collapsed, now, &lookup.serve);
                 }
@@ -192,45 +241,86 @@ async fn cached<T: Tier>(
         },
     };
     // A fill task that dies drops its leader guard, which wakes any followers.
-    let answer = run_fill(fill(found.clone()), Some(leader)).await;
-    lookup.respond(answer, found.as_ref(), why)
+    let answer = run_fill(fill(stale.clone()), Some(leader)).await;
+    lookup.respond(answer, stale.as_ref(), why)
 }
 
 /// Runs a fill in its own task: a client that goes away does not abandon it.
-async fn run_fill<T: Tier>(fill: Fill<T>, leader: Option<FillLeader>) -> Result<Answer, ProxyError> {
+async fn run_fill(fill: Fill, leader: Option<FillLeader>) -> Result<Answer, ProxyError> {
     tokio::spawn(fill.run(leader))
         .await
         .map_err(|join| ProxyError::Internal(join.into()))
 }
 
-impl<T: Tier> Lookup<T> {
-    /// The entry under the key if it belongs to this partition and may still be used.
-    async fn find(&self, now: SystemTime) -> Option<Arc<Entry>> {
-        let entry = match self.shared.tier.get(&self.key).await {
-            Ok(entry) => entry?,
-            Err(error) => {
-                tracing::warn!(key = %self.key, %error, "cache tier read failed; treating as a miss");
+impl Lookup {
+    /// The usable entry for this request, two steps when the URL varies: the primary key's
+    /// entry carries the Vary spec, whose header values select the variant's key. Also says
+    /// why a request without a usable entry goes to the origin.
+    async fn find(&mut self, now: SystemTime, request_headers: &HeaderMap) -> (Option<Found>, Why) {
+        let Some(found) = self.find_at(&self.primary, now).await else {
+            return (None, Why::Miss);
+        };
+        let names = &found.entry.meta.vary;
+        if names.is_empty() {
+            return (Some(found), Why::Miss);
+        }
+        let variant = variant_fingerprint(&self.shared.hasher, names, request_headers);
+        self.key = variant_key(&self.primary, names, &variant);
+        match self.find_at(&self.key, now).await {
+            Some(found) => (Some(found), Why::Miss),
+            None => (None, Why::VaryMiss),
+        }
+    }
+
+    /// The entry under `key` if it belongs to this partition, survived every purge and may
+    /// still be used.
+    async fn find_at(&self, key: &CacheKey, now: SystemTime) -> Option<Found> {
+        let (entry, source) = self.shared.tiers.get(key, now).await?;
+        // The key already covers the partition; comparing the entry's own record as well means
+        // even a hash collision can never serve one partition's data to another.
+        if entry.partition != self.partition.id {
+            return None;
+        }
+        let checked = EntryRef {
+            tags: &entry.tags,
+            path: &entry.meta.path,
+            seq: entry.meta.purge_seq,
+        };
+        let usability = match self.shared.watermarks.verdict(checked) {
+            Verdict::Valid => assess(&entry.times, now),
+            Verdict::Stale => assess_soft_purged(&entry.times, now),
+            Verdict::Invalid => {
+                // Purged: free it now rather than at expiry.
+                self.shared.tiers.remove(key).await;
                 return None;
             }
         };
-        // The key already covers the partition; comparing the entry's own record as well means
-        // even a hash collision can never serve one partition's data to another.
-        (entry.partition == self.partition.id && assess(&entry.times, now) != Usability::Unusable)
-            .then_some(entry)
+        (usability != Usability::Unusable).then_some(Found {
+            entry,
+            source,
+            usability,
+        })
     }
 
     /// The `Cache-Status` of an answer from the origin with status `fwd_status`.
     fn forwarded(why: Why, stale: bool, fwd_status: u16, stored: bool) -> CacheStatus {
         match why {
-            Why::HitForMiss => CacheStatus::HitForMiss,
+            Why::HitForMiss if !stored => CacheStatus::HitForMiss,
             Why::Request => CacheStatus::Request { fwd_status, stored },
-            Why::Miss if stale => CacheStatus::Stale { fwd_status, stored },
-            Why::Miss => CacheStatus::Miss { stored },
+            // A remembered-as-not-storable key whose response is now stored is a plain miss.
+            Why::VaryMiss => CacheStatus::VaryMiss { stored },
+            Why::Miss | Why::HitForMiss if stale => CacheStatus::Stale { fwd_status, stored },
+            Why::Miss | Why::HitForMiss => CacheStatus::Miss { stored },
         }
     }
 
     /// The answer of a fill this request ran.
-    fn respond(&self, answer: Result<Answer, ProxyError>, stale: Option<&Arc<Entry>>, why: Why) -> Response<Body> {
+    fn respond(
+        &self,
+        answer: Result<Answer, ProxyError>,
+        stale: Option<&Arc<Entry>>,
+        why: Why,
+    ) -> Response<Body> {
         let now = self.shared.clock.now();
         let had_stale = stale.is_some();
         match answer {
@@ -260,12 +350,31 @@ impl<T: Tier> Lookup<T> {
         &self,
         outcome: FillOutcome,
         stale: Option<&Arc<Entry>>,
-        fill: &impl Fn(Option<Arc<Entry>>) -> Fill<T>,
+        fill: &impl Fn(Option<Arc<Entry>>) -> Fill,
+        request_headers: &HeaderMap,
     ) -> Response<Body> {
         let now = self.shared.clock.now();
         match outcome {
-            FillOutcome::Stored(entry) => {
+            FillOutcome::Stored(entry)
+                if entry.meta.vary.is_empty() || self.key != self.primary =>
+            {
                 serve_entry(&entry, CacheStatus::Collapsed, now, &self.serve)
+            }
+            // The leader's response varies and the Vary spec was unknown when this request
+            // joined: it is this request's answer only if this request selects the same variant.
+            FillOutcome::Stored(entry) => {
+                let names = &entry.meta.vary;
+                let variant = variant_fingerprint(&self.shared.hasher, names, request_headers);
+                let key = variant_key(&self.primary, names, &variant);
+                if let Some(found) = self.find_at(&key, now).await {
+                    if found.usability == Usability::Fresh {
+                        return serve_entry(&found.entry, CacheStatus::Collapsed, now, &self.serve);
+                    }
+                }
+                let mut own = fill(stale.cloned());
+                own.key = key;
+                let answer = run_fill(own, None).await;
+                self.respond(answer, stale, Why::VaryMiss)
             }
             FillOutcome::Failed(failure) => self.failed(&failure, stale, now, Why::Miss),
             // Not storable: each follower asks the origin itself, as it would without a cache.
@@ -310,14 +419,15 @@ impl<T: Tier> Lookup<T> {
 }
 
 /// Methods other than GET and HEAD: forwarded with their body streamed, never stored.
-async fn pass<T: Tier>(
-    shared: &Arc<Shared<T>>,
+async fn pass(
+    shared: &Arc<Shared>,
     route: &Route,
     target: &Target,
     client: ClientInfo,
     request: Request<Body>,
 ) -> Result<Response<Body>, ProxyError> {
     let (parts, body) = request.into_parts();
+    let method = parts.method.clone();
     let limit = usize::try_from(shared.limits.max_body_bytes).unwrap_or(usize::MAX);
     let body = Limited::new(body, limit).boxed_unsync();
     let headers = origin_headers(
@@ -326,13 +436,69 @@ async fn pass<T: Tier>(
         &shared.limits.trusted_proxies,
         target,
     );
-    let request = origin_request(route, target, parts.method, headers, body)?;
+    let request = origin_request(route, target, method, headers, body)?;
+    let unsafe_method = matches!(
+        parts.method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
     let response = shared.origin.send(request, route.timeout).await?;
     let (mut head, body) = response.into_parts();
+    if unsafe_method && (head.status.is_success() || head.status.is_redirection()) {
+        invalidate_after_write(shared, route, target, &head.headers);
+    }
     clean_response(&mut head.headers);
     set_cache_status(&mut head.headers, CacheStatus::Method);
     Ok(Response::from_parts(
         head,
         streamed(Vec::new(), body, route.timeout),
     ))
+}
+
+/// RFC 9111 §4.4: a successful unsafe request invalidates its target and the same-origin
+/// `Location` and `Content-Location` it names — every partition and variant, on every tier,
+/// through a watermark on their `url:` tag rather than by deleting keys.
+fn invalidate_after_write(shared: &Shared, route: &Route, target: &Target, response: &HeaderMap) {
+    let now = shared.clock.now();
+    let mut urls = vec![url_fingerprint(
+        &route.name,
+        target,
+        &route.ignore_query_params,
+    )];
+    for name in [LOCATION, CONTENT_LOCATION] {
+        let Some(named) = response
+            .get(&name)
+            .and_then(|v| same_origin_target(v, target))
+        else {
+            continue;
+        };
+        if let Some(named_route) = shared.routes.route(&named.host, &named.path) {
+            urls.push(url_fingerprint(
+                &named_route.name,
+                &named,
+                &named_route.ignore_query_params,
+            ));
+        }
+    }
+    for url in urls {
+        shared
+            .watermarks
+            .purge(Selector::tag(format!("url:{url}")), false, now);
+    }
+    tracing::debug!(route = %route.name, "stored responses invalidated after a write");
+}
+
+/// The normalized target a `Location`-like field names, when it is on the request's own
+/// origin: an absolute path, or an absolute URI with the same authority.
+fn same_origin_target(value: &HeaderValue, request: &Target) -> Option<Target> {
+    let uri: Uri = value.to_str().ok()?.trim().parse().ok()?;
+    if uri.authority().is_none() && !uri.path().starts_with('/') {
+        return None;
+    }
+    let mut host = HeaderMap::new();
+    host.insert(
+        http::header::HOST,
+        HeaderValue::from_str(&request.authority).ok()?,
+    );
+    let named = Target::from_request(&uri, &host).ok()?;
+    (named.authority == request.authority).then_some(named)
 }

@@ -32,7 +32,8 @@ use crate::cache::{CacheKey, PartitionHasher};
 use crate::clock::Clock;
 use crate::coalesce::Coalescer;
 use crate::config::Config;
-use crate::tiers::Tier;
+use crate::purge::SharedWatermarks;
+use crate::tiers::Tiers;
 
 /// Boxed error of bodies and sources.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -67,13 +68,15 @@ pub(crate) struct Limits {
 
 /// State shared by every request.
 #[derive(Debug)]
-pub(crate) struct Shared<T> {
+pub(crate) struct Shared {
     pub(crate) routes: RouteTable,
-    pub(crate) tier: T,
+    pub(crate) tiers: Tiers,
     pub(crate) origin: OriginClient,
     pub(crate) hasher: PartitionHasher,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) limits: Limits,
+    /// Purge watermarks: checked before every serve.
+    pub(crate) watermarks: SharedWatermarks,
     /// One fill per key at a time.
     pub(crate) coalescer: Arc<Coalescer<CacheKey, fill::FillOutcome>>,
     /// Keys whose last response was not storable: they bypass coalescing for a while.
@@ -83,11 +86,14 @@ pub(crate) struct Shared<T> {
     rng: std::sync::Mutex<rand::rngs::SmallRng>,
 }
 
-impl<T> Shared<T> {
+impl Shared {
     /// A uniform sample in `(0, 1]`.
     pub(crate) fn sample(&self) -> f64 {
         use rand::RngExt as _;
-        let mut rng = self.rng.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut rng = self
+            .rng
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         1.0 - rng.random::<f64>()
     }
 }
@@ -98,11 +104,11 @@ const HIT_FOR_MISS_CAPACITY: u64 = 100_000;
 
 /// The tower service for client traffic. Cloning is cheap.
 #[derive(Debug)]
-pub struct ProxyService<T> {
-    shared: Arc<Shared<T>>,
+pub struct ProxyService {
+    shared: Arc<Shared>,
 }
 
-impl<T> Clone for ProxyService<T> {
+impl Clone for ProxyService {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
@@ -110,12 +116,12 @@ impl<T> Clone for ProxyService<T> {
     }
 }
 
-impl<T: Tier> ProxyService<T> {
-    /// Builds the service from the validated config, a tier, a clock and the seed of its
+impl ProxyService {
+    /// Builds the service from the validated config, the tiers, a clock and the seed of its
     /// random draws (jitter, early refresh).
     pub fn new(
         config: &Config,
-        tier: T,
+        tiers: Tiers,
         origin: OriginClient,
         clock: Arc<dyn Clock>,
         seed: u64,
@@ -123,7 +129,7 @@ impl<T: Tier> ProxyService<T> {
         use rand::SeedableRng as _;
         let shared = Shared {
             routes: RouteTable::new(&config.routes),
-            tier,
+            tiers,
             origin,
             hasher: PartitionHasher::new(config.cache.partition_secret.as_deref()),
             clock,
@@ -134,6 +140,7 @@ impl<T: Tier> ProxyService<T> {
                 max_tag_bytes: config.cache.max_tag_bytes,
                 trusted_proxies: config.server.trusted_proxies.clone(),
             },
+            watermarks: SharedWatermarks::new(),
             coalescer: Arc::new(Coalescer::new()),
             hit_for_miss: moka::sync::Cache::builder()
                 .max_capacity(HIT_FOR_MISS_CAPACITY)
@@ -153,9 +160,8 @@ impl<T: Tier> ProxyService<T> {
     }
 }
 
-impl<T, B> tower::Service<Request<B>> for ProxyService<T>
+impl<B> tower::Service<Request<B>> for ProxyService
 where
-    T: Tier,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {

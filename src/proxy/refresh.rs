@@ -3,10 +3,9 @@
 
 use super::fill::Fill;
 use crate::coalesce::Flight;
-use crate::tiers::Tier;
 
 /// Starts `fill` in the background unless a fill of its key is already in flight.
-pub(crate) fn spawn<T: Tier>(fill: Fill<T>) {
+pub(crate) fn spawn(fill: Fill) {
     match fill.shared.coalescer.join(fill.key) {
         Flight::Leader(leader) => {
             tracing::debug!(key = %fill.key, "background refresh");

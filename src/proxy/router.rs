@@ -38,7 +38,10 @@ mod tests {
     use super::*;
 
     fn route(name: &str, prefix: &str, host: Option<&str>) -> Route {
-        Route { host: host.map(Into::into), ..Route::for_tests(name, prefix) }
+        Route {
+            host: host.map(Into::into),
+            ..Route::for_tests(name, prefix)
+        }
     }
 
     #[test]

@@ -42,7 +42,10 @@ impl ServeAs {
                     .append(name.clone(), value.clone());
             }
         }
-        Self { method: method.clone(), conditions }
+        Self {
+            method: method.clone(),
+            conditions,
+        }
     }
 
     pub(crate) fn is_head(&self) -> bool {
@@ -51,19 +54,31 @@ impl ServeAs {
 }
 
 /// Serves `entry` to a request described by `how`.
-pub(crate) fn serve_entry(entry: &Entry, status: CacheStatus, now: SystemTime, how: &ServeAs) -> Response<Body> {
+pub(crate) fn serve_entry(
+    entry: &Entry,
+    status: CacheStatus,
+    now: SystemTime,
+    how: &ServeAs,
+) -> Response<Body> {
     let served = match &how.conditions {
         None => Served::Full,
         Some(conditions) => evaluate(&how.method, conditions, entry),
     };
     let mut response = match served {
         Served::Full => full_response(entry, how.is_head()),
-        Served::NotModified => bodiless(StatusCode::NOT_MODIFIED, not_modified_headers(&entry.headers)),
+        Served::NotModified => bodiless(
+            StatusCode::NOT_MODIFIED,
+            not_modified_headers(&entry.headers),
+        ),
         Served::PreconditionFailed => bodiless(StatusCode::PRECONDITION_FAILED, HeaderMap::new()),
         Served::Partial { ranges } => match partial_content(entry, &ranges, &Boundary::random()) {
             Ok(partial) => {
                 let headers = partial.headers.clone();
-                let body = if how.is_head() { empty() } else { full(partial.into_bytes()) };
+                let body = if how.is_head() {
+                    empty()
+                } else {
+                    full(partial.into_bytes())
+                };
                 let mut response = Response::new(body);
                 *response.status_mut() = StatusCode::PARTIAL_CONTENT;
                 *response.headers_mut() = headers;
@@ -76,7 +91,10 @@ pub(crate) fn serve_entry(entry: &Entry, status: CacheStatus, now: SystemTime, h
         },
         Served::Unsatisfiable { complete_length } => {
             let mut headers = HeaderMap::new();
-            headers.insert(header::CONTENT_RANGE, unsatisfiable_content_range(complete_length));
+            headers.insert(
+                header::CONTENT_RANGE,
+                unsatisfiable_content_range(complete_length),
+            );
             bodiless(StatusCode::RANGE_NOT_SATISFIABLE, headers)
         }
     };
@@ -87,11 +105,16 @@ pub(crate) fn serve_entry(entry: &Entry, status: CacheStatus, now: SystemTime, h
 }
 
 fn full_response(entry: &Entry, is_head: bool) -> Response<Body> {
-    let body = if is_head { empty() } else { full(entry.body.clone()) };
+    let body = if is_head {
+        empty()
+    } else {
+        full(entry.body.clone())
+    };
     let mut response = Response::new(body);
     *response.status_mut() = entry.status;
     *response.headers_mut() = entry.headers.clone();
-    if is_head && entry.status != StatusCode::NO_CONTENT && entry.status != StatusCode::NOT_MODIFIED {
+    if is_head && entry.status != StatusCode::NO_CONTENT && entry.status != StatusCode::NOT_MODIFIED
+    {
         // What a GET would have carried (RFC 9110 §9.3.2).
         response
             .headers_mut()

@@ -16,6 +16,9 @@ pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use memory::MemoryTier;
 pub use tiered::{Source, TierStats, Tiered, TieredOptions};
 
+/// The tiers the proxy runs on: memory in front of Redis (when configured).
+pub type Tiers = Tiered<MemoryTier, RedisTier>;
+
 use crate::cache::{CacheKey, CodecError, Entry};
 
 /// A failure of a storage tier. It never reaches a client: the caller counts it and answers

@@ -27,6 +27,7 @@ fn sample(body_len: usize) -> Entry {
     );
     let now = at(1_700_000_000_123_456_789);
     Entry {
+        meta: Default::default(),
         status: StatusCode::OK,
         headers,
         body: Bytes::from(
@@ -245,6 +246,7 @@ prop_compose! {
             map.append(name, value);
         }
         Entry {
+            meta: Default::default(),
             status: StatusCode::from_u16(status).expect("100..=999 is a valid status"),
             headers: map,
             body: Bytes::from(body),

@@ -31,6 +31,7 @@ fn entry_with(status: StatusCode, headers: &[(HeaderName, &str)], body: Bytes) -
     }
     let stored_at = at(DATED);
     Entry {
+        meta: Default::default(),
         status,
         headers: map,
         body,

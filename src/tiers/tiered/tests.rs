@@ -82,6 +82,7 @@ fn key(n: u8) -> CacheKey {
 
 fn entry(now: SystemTime, keep: Duration) -> Arc<Entry> {
     Arc::new(Entry {
+        meta: Default::default(),
         status: StatusCode::OK,
         headers: HeaderMap::new(),
         body: Bytes::from_static(b"hello"),

@@ -18,6 +18,7 @@ fn entry(body: &'static [u8], content_type: Option<&'static str>) -> Entry {
     }
     let stored_at = SystemTime::UNIX_EPOCH;
     Entry {
+        meta: Default::default(),
         status: StatusCode::OK,
         headers,
         body: Bytes::from_static(body),
