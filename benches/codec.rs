@@ -52,6 +52,7 @@ fn entry(len: usize) -> Entry {
             stale_if_error_until: now + Duration::from_secs(600),
             keep_until: now + Duration::from_secs(600),
             fetch_duration: Duration::from_millis(20),
+            stale_forbidden: false,
         },
     }
 }

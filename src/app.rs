@@ -7,8 +7,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::admin::AdminService;
+use crate::admin::{AdminLimits, AdminService, NoopBackend};
 use crate::clock::{Clock, SystemClock};
+use crate::coalesce::lease::Leases;
 use crate::config::Config;
 use crate::proxy::{OriginClient, ProxyService};
 use crate::server::{self, ServerLimits};
@@ -85,9 +86,25 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
     let tiers = build_tiers(&config).await;
+    let leases = tiers.shared().map(|redis| {
+        let pubsub = redis.subscribe(vec![Leases::channel_name(redis)]);
+        Leases::new(redis.clone(), pubsub)
+    });
     let seed = options.seed.unwrap_or_else(rand::random);
-    let proxy = ProxyService::new(&config, tiers, OriginClient::new(), options.clock, seed);
+    let proxy = ProxyService::new(
+        &config,
+        tiers,
+        OriginClient::new(),
+        options.clock,
+        seed,
+        leases,
+    );
     let limits = ServerLimits::from(&config.server);
+    let admin = AdminService::new(
+        Arc::new(NoopBackend),
+        config.admin.token.clone(),
+        AdminLimits::from(&config.cache),
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let signal = async move {
         shutdown.await;
@@ -103,7 +120,7 @@ pub async fn run_with(
     let (_, proxy_result, admin_result) = tokio::join!(
         signal,
         server::serve(listeners.proxy, proxy, limits, stopped(stop_rx.clone())),
-        server::serve(listeners.admin, AdminService, limits, stopped(stop_rx)),
+        server::serve(listeners.admin, admin, limits, stopped(stop_rx)),
     );
     proxy_result?;
     admin_result?;

@@ -109,6 +109,7 @@ struct Wire<'a> {
     stale_if_error_until: u64,
     keep_until: u64,
     fetch_duration: u64,
+    stale_forbidden: bool,
     #[serde(borrow)]
     path: &'a str,
     purge_seq: u64,
@@ -180,6 +181,7 @@ pub fn encode(entry: &Entry, epoch: Epoch, compress_min_bytes: usize) -> Vec<u8>
         stale_if_error_until: unix_nanos(times.stale_if_error_until),
         keep_until: unix_nanos(times.keep_until),
         fetch_duration: to_nanos(times.fetch_duration),
+        stale_forbidden: times.stale_forbidden,
         path: &entry.meta.path,
         purge_seq: entry.meta.purge_seq,
         vary: entry.meta.vary.iter().map(HeaderName::as_str).collect(),
@@ -322,6 +324,7 @@ fn entry_from_wire(wire: Wire<'_>) -> Result<Entry, CodecError> {
             stale_if_error_until: from_unix_nanos(wire.stale_if_error_until)?,
             keep_until: from_unix_nanos(wire.keep_until)?,
             fetch_duration: Duration::from_nanos(wire.fetch_duration),
+            stale_forbidden: wire.stale_forbidden,
         },
         meta: EntryMeta {
             path: wire.path.to_owned(),

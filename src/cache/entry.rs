@@ -23,6 +23,9 @@ pub struct EntryTimes {
     pub keep_until: SystemTime,
     /// How long the origin took to answer the fill: the cost early refresh (XFetch) weighs.
     pub fetch_duration: Duration,
+    /// The origin forbids serving it stale (`must-revalidate`, `proxy-revalidate`, `s-maxage`,
+    /// `no-cache`; RFC 9111 §4.2.4): not even a client's `max-stale` may have it.
+    pub stale_forbidden: bool,
 }
 
 /// A stored response. Headers are pre-built (hop-by-hop and tag headers removed), the body is

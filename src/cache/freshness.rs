@@ -95,6 +95,7 @@ mod tests {
             stale_if_error_until: start + Duration::from_secs(30),
             keep_until: start + Duration::from_secs(30),
             fetch_duration: Duration::from_millis(200),
+            stale_forbidden: false,
         }
     }
 

@@ -329,6 +329,18 @@ impl fmt::Debug for CacheKey {
 }
 
 impl CacheKey {
+    /// Reads the hex form [`Display`](fmt::Display) writes (as carried in fill messages).
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Self(Fingerprint(bytes)))
+    }
+
     /// The only key builder: route name, normalized authority and path, query parameters
     /// sorted with `ignore_query_params` dropped, and the partition.
     pub fn build(

@@ -210,6 +210,7 @@ pub fn decide(
         fetch_duration: response_time
             .duration_since(request_time)
             .unwrap_or_default(),
+        stale_forbidden,
     };
     if times.keep_until <= response_time {
         return Decision::DontStore(NotStorable::NoLifetime);

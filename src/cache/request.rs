@@ -19,6 +19,8 @@ pub struct RequestDirectives {
     pub max_age: Option<Duration>,
     /// `min-fresh=N`: the response must stay fresh for N more.
     pub min_fresh: Option<Duration>,
+    /// `max-stale[=N]`: the client accepts a response stale by up to N (any, without N).
+    pub max_stale: Option<Duration>,
     /// `only-if-cached`: answer from the cache or 504 (§5.2.1.7).
     pub only_if_cached: bool,
 }
@@ -53,6 +55,14 @@ impl RequestDirectives {
                     "only-if-cached" => directives.only_if_cached = true,
                     "max-age" => directives.max_age = Some(seconds()),
                     "min-fresh" => directives.min_fresh = Some(seconds()),
+                    "max-stale" => {
+                        let limit = kv
+                            .clone()
+                            .next()
+                            .map(|_| seconds())
+                            .unwrap_or(Duration::MAX);
+                        directives.max_stale = Some(limit);
+                    }
                     _ => {}
                 }
             }
@@ -88,6 +98,19 @@ impl RequestDirectives {
             }
         }
         true
+    }
+
+    /// Whether a stale entry satisfies this request through `max-stale` (§5.2.1.2), which the
+    /// origin's `must-revalidate` and its kin override (§4.2.4).
+    pub fn accepts_stale(&self, times: &EntryTimes, now: SystemTime) -> bool {
+        let Some(max_stale) = self.max_stale else {
+            return false;
+        };
+        if self.no_cache || times.stale_forbidden {
+            return false;
+        }
+        now.duration_since(times.fresh_until)
+            .is_ok_and(|stale_for| stale_for <= max_stale)
     }
 }
 
@@ -132,6 +155,7 @@ mod tests {
             stale_if_error_until: now + Duration::from_secs(20),
             keep_until: now + Duration::from_secs(20),
             fetch_duration: Duration::ZERO,
+            stale_forbidden: false,
         };
         let d = parse(&[("cache-control", "max-age=30")]);
         assert!(d.accepts_fresh(&times, Duration::from_secs(30), now));
@@ -140,5 +164,27 @@ mod tests {
         assert!(d.accepts_fresh(&times, Duration::ZERO, now));
         assert!(!d.accepts_fresh(&times, Duration::ZERO, now + Duration::from_secs(6)));
         assert!(RequestDirectives::default().accepts_fresh(&times, Duration::from_secs(99), now));
+    }
+
+    #[test]
+    fn max_stale_accepts_stale_entries_unless_the_origin_forbids_it_rfc9111_5_2_1_2() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let mut times = EntryTimes {
+            stored_at: now,
+            initial_age: Duration::ZERO,
+            fresh_until: now,
+            stale_while_revalidate_until: now,
+            stale_if_error_until: now,
+            keep_until: now + Duration::from_secs(600),
+            fetch_duration: Duration::ZERO,
+            stale_forbidden: false,
+        };
+        let later = now + Duration::from_secs(30);
+        assert!(parse(&[("cache-control", "max-stale")]).accepts_stale(&times, later));
+        assert!(parse(&[("cache-control", "max-stale=60")]).accepts_stale(&times, later));
+        assert!(!parse(&[("cache-control", "max-stale=10")]).accepts_stale(&times, later));
+        assert!(!RequestDirectives::default().accepts_stale(&times, later));
+        times.stale_forbidden = true;
+        assert!(!parse(&[("cache-control", "max-stale")]).accepts_stale(&times, later));
     }
 }

@@ -6,6 +6,8 @@
 //! takes over; at a follower's deadline one follower becomes the new leader while the others
 //! keep waiting. Followers are woken by the outcome, never by polling.
 
+pub mod lease;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;

@@ -24,6 +24,7 @@ use crate::cache::{
     Usability, assess, decide, sanitized_request, url_fingerprint,
 };
 use crate::coalesce::LeaderGuard;
+use crate::coalesce::lease::{Lease, LeaseOutcome};
 use crate::config::Route;
 
 /// What followers of a fill receive.
@@ -134,20 +135,36 @@ pub(crate) struct Fill {
     pub(crate) stale: Option<Arc<Entry>>,
     /// The client said `no-store`: nothing of this exchange is stored.
     pub(crate) no_store: bool,
+    /// The cross-instance lease, when this instance fills for every instance sharing Redis.
+    pub(crate) lease: Option<Lease>,
 }
 
 impl Fill {
     /// Fetches, decides, stores; shares the outcome with `leader`'s followers and remembers
     /// not-storable keys as hit-for-miss.
-    pub(crate) async fn run(self, leader: Option<FillLeader>) -> Answer {
+    pub(crate) async fn run(mut self, leader: Option<FillLeader>) -> Answer {
         let answer = self.fetch().await;
+        if let (Some(lease), Some(leases)) = (self.lease.take(), &self.shared.leases) {
+            // Published after the entry is in Redis (`store` waited for it).
+            let outcome = match &answer {
+                Answer::Stored(_) | Answer::Revalidated { stored: true, .. } => {
+                    LeaseOutcome::Stored
+                }
+                Answer::Revalidated { .. } | Answer::Passed(_) => LeaseOutcome::NotStorable,
+                Answer::Failed(_) => LeaseOutcome::Failed,
+            };
+            leases.complete(lease, outcome).await;
+        }
         let outcome = match &answer {
             Answer::Stored(entry) | Answer::Revalidated { entry, .. } => {
                 self.shared.hit_for_miss.invalidate(&self.key);
                 FillOutcome::Stored(Arc::clone(entry))
             }
             Answer::Passed(_) => {
-                self.shared.hit_for_miss.insert(self.key, ());
+                // A client's own `no-store` says nothing about the response.
+                if !self.no_store {
+                    self.shared.hit_for_miss.insert(self.key, ());
+                }
                 FillOutcome::NotStorable
             }
             Answer::Failed(failure) => FillOutcome::Failed(failure.clone()),
@@ -345,13 +362,20 @@ impl Fill {
     /// too: the primary entry carries the Vary spec that selects variants (RFC 9111 §4.1).
     async fn store(&self, entry: &Arc<Entry>, now: SystemTime) {
         // L1 at once; the shared tier off the response path (tier errors stop in `Tiered`).
-        let tiers = &self.shared.tiers;
+        let mut keys = vec![self.primary];
         if !entry.meta.vary.is_empty() {
             let variant = variant_fingerprint(&self.shared.hasher, &entry.meta.vary, &self.headers);
-            let key = variant_key(&self.primary, &entry.meta.vary, &variant);
-            tiers.put(&key, Arc::clone(entry), now).await;
+            keys.push(variant_key(&self.primary, &entry.meta.vary, &variant));
         }
-        tiers.put(&self.primary, Arc::clone(entry), now).await;
+        let tiers = &self.shared.tiers;
+        for key in keys {
+            if self.lease.is_some() {
+                // Other instances read it as soon as the outcome is published.
+                tiers.put_through(&key, Arc::clone(entry), now).await;
+            } else {
+                tiers.put(&key, Arc::clone(entry), now).await;
+            }
+        }
     }
 
     async fn remove(&self) {

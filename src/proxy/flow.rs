@@ -24,6 +24,7 @@ use crate::cache::{
     CacheKey, CacheStatus, Entry, Partition, Target, Usability, assess, assess_soft_purged,
     early_refresh_possible, refresh_early, ttl_secs, url_fingerprint,
 };
+use crate::coalesce::lease::{Lease, LeaseOutcome};
 use crate::coalesce::{Flight, Waited};
 use crate::config::Route;
 use crate::purge::{EntryRef, Selector, Verdict};
@@ -161,6 +162,7 @@ async fn cached(
             ),
             stale,
             no_store: directives.no_store,
+            lease: None,
         }
     };
 
@@ -196,6 +198,13 @@ async fn cached(
                 let status = CacheStatus::StaleWhileRevalidate { ttl };
                 return serve_entry(entry, status, now, &lookup.serve);
             }
+            Usability::Stale { .. } if directives.accepts_stale(&entry.times, now) => {
+                let status = CacheStatus::Hit {
+                    ttl,
+                    shared: *source == Source::Shared,
+                };
+                return serve_entry(entry, status, now, &lookup.serve);
+            }
             Usability::Stale { .. } | Usability::Unusable => {}
         }
     }
@@ -209,8 +218,16 @@ async fn cached(
         return lookup.respond(answer, stale.as_ref(), Why::Request);
     }
     if shared.hit_for_miss.contains_key(&lookup.key) {
-        // Remembered as not storable: straight to the origin, nobody queues behind it.
-        let answer = run_fill(fill(stale.clone()), None).await;
+        // Remembered as not storable: straight to the origin, nobody queues behind it, and the
+        // client's own Range and conditionals travel with it since nothing will be stored.
+        let mut passing = fill(None);
+        passing.headers = origin_headers(
+            client_headers.clone(),
+            client,
+            &shared.limits.trusted_proxies,
+            &lookup.target,
+        );
+        let answer = run_fill(passing, None).await;
         return lookup.respond(answer, stale.as_ref(), Why::HitForMiss);
     }
 
@@ -240,9 +257,23 @@ async fn cached(
             }
         },
     };
+    let (leader, lease) = match lookup.across_instances(leader).await {
+        Across::Fill(leader, lease) => (leader, lease),
+        Across::Served(response) => return response,
+    };
+    let mut leading = fill(stale.clone());
+    leading.lease = lease;
     // A fill task that dies drops its leader guard, which wakes any followers.
-    let answer = run_fill(fill(stale.clone()), Some(leader)).await;
+    let answer = run_fill(leading, Some(leader)).await;
     lookup.respond(answer, stale.as_ref(), why)
+}
+
+/// What the in-process leader does about other instances.
+enum Across {
+    /// Fill: with the lease, or without one when Redis is absent or failing.
+    Fill(FillLeader, Option<Lease>),
+    /// Another instance filled it; served from the shared tier.
+    Served(Response<Body>),
 }
 
 /// Runs a fill in its own task: a client that goes away does not abandon it.
@@ -253,6 +284,55 @@ async fn run_fill(fill: Fill, leader: Option<FillLeader>) -> Result<Answer, Prox
 }
 
 impl Lookup {
+    /// Takes the cross-instance lease for this key, or waits for the instance holding it and
+    /// serves what it stored.
+    async fn across_instances(&self, leader: FillLeader) -> Across {
+        let Some(leases) = &self.shared.leases else {
+            return Across::Fill(leader, None);
+        };
+        let ttl = self.shared.lease_ttl(&self.route);
+        match leases.acquire(&self.key, ttl).await {
+            Ok(Some(lease)) => return Across::Fill(leader, Some(lease)),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::debug!(key = %self.key, %error, "no lease; filling without one");
+                return Across::Fill(leader, None);
+            }
+        }
+        // Registered before re-reading: a publish in between is not missed.
+        let registration = leases.register(&self.key);
+        let leader = match self.collapse_into_stored(leader).await {
+            Ok(response) => return Across::Served(response),
+            Err(leader) => leader,
+        };
+        if registration.wait(ttl).await != Some(LeaseOutcome::Stored) {
+            // Not storable, failed, or the holder vanished: fill here.
+            return Across::Fill(leader, None);
+        }
+        match self.collapse_into_stored(leader).await {
+            Ok(response) => Across::Served(response),
+            Err(leader) => Across::Fill(leader, None),
+        }
+    }
+
+    /// Serves a fresh entry another fill stored, sharing it with local followers; gives the
+    /// leadership back when there is none.
+    async fn collapse_into_stored(&self, leader: FillLeader) -> Result<Response<Body>, FillLeader> {
+        let now = self.shared.clock.now();
+        match self.find_at(&self.key, now).await {
+            Some(found) if found.usability == Usability::Fresh => {
+                leader.finish(FillOutcome::Stored(Arc::clone(&found.entry)));
+                Ok(serve_entry(
+                    &found.entry,
+                    CacheStatus::Collapsed,
+                    now,
+                    &self.serve,
+                ))
+            }
+            _ => Err(leader),
+        }
+    }
+
     /// The usable entry for this request, two steps when the URL varies: the primary key's
     /// entry carries the Vary spec, whose header values select the variant's key. Also says
     /// why a request without a usable entry goes to the origin.

@@ -31,6 +31,7 @@ pub use router::RouteTable;
 use crate::cache::{CacheKey, PartitionHasher};
 use crate::clock::Clock;
 use crate::coalesce::Coalescer;
+use crate::coalesce::lease::Leases;
 use crate::config::Config;
 use crate::purge::SharedWatermarks;
 use crate::tiers::Tiers;
@@ -77,6 +78,10 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     /// Purge watermarks: checked before every serve.
     pub(crate) watermarks: SharedWatermarks,
+    /// One fill per key across instances, when the shared tier is configured.
+    pub(crate) leases: Option<Arc<Leases>>,
+    /// `[cache.redis] lease_ttl`; zero means the route's timeout plus a margin.
+    pub(crate) lease_ttl: std::time::Duration,
     /// One fill per key at a time.
     pub(crate) coalescer: Arc<Coalescer<CacheKey, fill::FillOutcome>>,
     /// Keys whose last response was not storable: they bypass coalescing for a while.
@@ -86,7 +91,20 @@ pub(crate) struct Shared {
     rng: std::sync::Mutex<rand::rngs::SmallRng>,
 }
 
+/// Margin of a lease over the route's timeout: the holder's own deadline passes first.
+const LEASE_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Shared {
+    /// How long a fill's cross-instance lease lives: `lease_ttl`, or the route's timeout plus
+    /// a margin.
+    pub(crate) fn lease_ttl(&self, route: &crate::config::Route) -> std::time::Duration {
+        if self.lease_ttl.is_zero() {
+            route.timeout + LEASE_MARGIN
+        } else {
+            self.lease_ttl
+        }
+    }
+
     /// A uniform sample in `(0, 1]`.
     pub(crate) fn sample(&self) -> f64 {
         use rand::RngExt as _;
@@ -125,6 +143,7 @@ impl ProxyService {
         origin: OriginClient,
         clock: Arc<dyn Clock>,
         seed: u64,
+        leases: Option<Arc<Leases>>,
     ) -> Self {
         use rand::SeedableRng as _;
         let shared = Shared {
@@ -141,6 +160,13 @@ impl ProxyService {
                 trusted_proxies: config.server.trusted_proxies.clone(),
             },
             watermarks: SharedWatermarks::new(),
+            leases,
+            lease_ttl: config
+                .cache
+                .redis
+                .as_ref()
+                .map(|r| r.lease_ttl)
+                .unwrap_or_default(),
             coalescer: Arc::new(Coalescer::new()),
             hit_for_miss: moka::sync::Cache::builder()
                 .max_capacity(HIT_FOR_MISS_CAPACITY)

@@ -84,6 +84,51 @@ pub struct EntryRef<'a> {
     pub seq: u64,
 }
 
+/// A purge as the admin API states it, before selectors are resolved (URLs routed and
+/// normalized, partition values fingerprinted) by the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeRequest {
+    /// What the purge covers.
+    pub target: PurgeTarget,
+    /// Mark covered entries stale (served under stale-while-revalidate while one request
+    /// refreshes them) instead of invalid.
+    pub soft: bool,
+}
+
+/// The one selector of an admin purge body, with raw values as the operator wrote them.
+///
+/// `Debug` prints partition values: never log a `PurgeTarget`, log [`PurgeTarget::kind`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgeTarget {
+    /// `{"tags": [...]}`: entries carrying any of these tags.
+    Tags(Vec<String>),
+    /// `{"urls": [...]}`: every variant and partition of each URL on its route.
+    Urls(Vec<String>),
+    /// `{"prefix": "/..."}`: entries whose normalized path starts with it.
+    Prefix(String),
+    /// `{"route": "name"}`: every entry of that route.
+    Route(String),
+    /// `{"partition": {"header": "raw value", ...}}`: lower-case header names with raw
+    /// values, to be fingerprinted like key-header values.
+    Partition(Vec<(String, String)>),
+    /// `{"all": true}`: every entry.
+    All,
+}
+
+impl PurgeTarget {
+    /// The selector's name: the bounded `kind` label of `cachet_purges_total` and of logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Tags(_) => "tags",
+            Self::Urls(_) => "urls",
+            Self::Prefix(_) => "prefix",
+            Self::Route(_) => "route",
+            Self::Partition(_) => "partition",
+            Self::All => "all",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

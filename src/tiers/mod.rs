@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use self::redis::{RedisConnection, RedisTier};
+pub use self::redis::{PubSub, PubSubEvent, RedisConnection, RedisTier};
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use memory::MemoryTier;
 pub use tiered::{Source, TierStats, Tiered, TieredOptions};

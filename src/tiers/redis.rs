@@ -19,6 +19,7 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 mod connection;
+mod pubsub;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
@@ -27,6 +28,7 @@ use tokio::sync::watch;
 
 pub use connection::RedisConnection;
 use connection::{query, unavailable};
+pub use pubsub::{PubSub, PubSubEvent};
 
 use super::{Tier, TierError};
 use crate::cache::codec::{self, Epoch};
@@ -62,6 +64,8 @@ enum Backend {
 
 struct Inner {
     backend: Backend,
+    /// The node URLs, for the dedicated subscription connection.
+    urls: Vec<String>,
     key_prefix: String,
     epoch_key: String,
     op_timeout: Duration,
@@ -136,8 +140,13 @@ impl RedisTier {
             }
         };
         let max_object = usize::try_from(max_object_bytes).unwrap_or(usize::MAX);
+        let urls = match &config.target {
+            RedisTarget::Node(url) => vec![url.clone()],
+            RedisTarget::Cluster(urls) => urls.clone(),
+        };
         let inner = Arc::new(Inner {
             backend,
+            urls,
             epoch_key: format!("{{{}ctl}}:epoch", config.key_prefix),
             key_prefix: config.key_prefix.clone(),
             op_timeout: config.op_timeout,
@@ -183,6 +192,63 @@ impl RedisTier {
     /// The deadline every call to Redis gets.
     pub fn op_timeout(&self) -> Duration {
         self.inner.op_timeout
+    }
+
+    /// Starts this instance's subscription to `channels` (see [`PubSub`]). Call once.
+    pub fn subscribe(&self, channels: Vec<String>) -> PubSub {
+        PubSub::start(
+            self.inner.urls.clone(),
+            channels,
+            self.inner.connect_timeout,
+        )
+    }
+
+    /// The name of a pub/sub channel of this deployment (`<key_prefix><name>`).
+    pub fn channel(&self, name: &str) -> String {
+        format!("{}{name}", self.inner.key_prefix)
+    }
+
+    /// Runs one command with the call deadline.
+    ///
+    /// # Errors
+    /// The [`TierError`] of the call: a connection fault or a command error.
+    pub async fn call<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, TierError> {
+        let inner = &self.inner;
+        inner
+            .run(async {
+                let mut conn = inner.connection()?;
+                query(cmd, &mut conn).await
+            })
+            .await
+    }
+
+    /// Runs a Lua script with the call deadline (`EVALSHA`, loading it when Redis lacks it).
+    ///
+    /// # Errors
+    /// The [`TierError`] of the call.
+    pub async fn eval<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Result<T, TierError> {
+        let inner = &self.inner;
+        inner
+            .run(async {
+                let mut conn = inner.connection()?;
+                let mut invocation = script.prepare_invoke();
+                for key in keys {
+                    invocation.key(*key);
+                }
+                for arg in args {
+                    invocation.arg(*arg);
+                }
+                invocation
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(connection::classify)
+            })
+            .await
     }
 
     /// A connection handle, for leases and purge sync.

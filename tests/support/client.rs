@@ -36,6 +36,11 @@ impl Resp {
         self.header("cache-status").unwrap_or("")
     }
 
+    /// Whether `Cache-Status` says the response was a hit (fresh or stale).
+    pub(crate) fn is_hit(&self) -> bool {
+        self.cache_status().starts_with("cachet; hit;")
+    }
+
     /// `Age` as a number, if present.
     pub(crate) fn age(&self) -> Option<u64> {
         self.header("age").and_then(|v| v.parse().ok())

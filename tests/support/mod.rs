@@ -24,3 +24,4 @@ pub(crate) fn ttl(cache_status: &str) -> Option<i64> {
         .and_then(|v| v.parse().ok())
 }
 pub(crate) mod redis;
+pub(crate) mod shared;

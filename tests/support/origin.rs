@@ -205,6 +205,31 @@ pub(crate) fn split(body: &Bytes, size: usize) -> Vec<Bytes> {
         .collect()
 }
 
+/// An origin handler for a representation that never changes: `stored body` with
+/// `x-version: 1`, `cache_control` and the validator header `validator`; to a request whose
+/// `conditional` header equals the validator's value, a 304 with `not_modified` headers.
+pub(crate) fn validating(
+    validator: (&'static str, &'static str),
+    conditional: &'static str,
+    cache_control: &'static str,
+    not_modified: &'static [(&'static str, &'static str)],
+) -> impl Fn(&Seen) -> Reply + Send + Sync + 'static {
+    move |seen| {
+        if seen.header(conditional) == Some(validator.1) {
+            let mut reply = Reply::ok("").status(304).header(validator.0, validator.1);
+            for (name, value) in not_modified {
+                reply = reply.header(name, value);
+            }
+            reply
+        } else {
+            Reply::ok("stored body")
+                .cache_control(cache_control)
+                .header(validator.0, validator.1)
+                .header("x-version", "1")
+        }
+    }
+}
+
 /// When a failing body breaks off after its chunks.
 #[derive(Debug, Clone)]
 pub(crate) enum Fail {

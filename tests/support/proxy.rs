@@ -47,6 +47,31 @@ pub(crate) fn one_route(origin: &str, extra: &str) -> String {
     )
 }
 
+/// `op_timeout` of the `[cache.redis]` sections below: generous, since tests run in parallel on
+/// two cores.
+pub(crate) const REDIS_OP_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// The `[cache.redis]` target line of a single node.
+pub(crate) fn redis_url(url: &str) -> String {
+    format!("url = \"{url}\"")
+}
+
+/// The `[cache.redis]` target line of a Redis Cluster with seed `urls`.
+pub(crate) fn redis_cluster(urls: &[String]) -> String {
+    let seeds: Vec<String> = urls.iter().map(|url| format!("\"{url}\"")).collect();
+    format!("cluster = [{}]", seeds.join(", "))
+}
+
+/// The config of [`one_route`] with a `[cache.redis]` section: `target` is a line from
+/// [`redis_url`] or [`redis_cluster`], `op_timeout` is [`REDIS_OP_TIMEOUT`], the rest defaults.
+pub(crate) fn one_route_shared(origin: &str, target: &str, extra: &str) -> String {
+    let op_timeout = REDIS_OP_TIMEOUT.as_millis();
+    format!(
+        "{SERVER}\n[cache.redis]\n{target}\nop_timeout = \"{op_timeout}ms\"\n\n[[routes]]\nname = \"test\"\npath_prefix = \"/\"\nupstream = \"{origin}\"\n{}{extra}\n",
+        deterministic_unless(extra)
+    )
+}
+
 fn deterministic_unless(extra: &str) -> &'static str {
     if extra.contains("ttl_jitter") || extra.contains("early_refresh_beta") {
         ""

@@ -48,6 +48,7 @@ fn sample(body_len: usize) -> Entry {
             stale_if_error_until: now + Duration::from_secs(600),
             keep_until: now + Duration::from_secs(600),
             fetch_duration: Duration::from_millis(120),
+            stale_forbidden: false,
         },
     }
 }
@@ -260,6 +261,7 @@ prop_compose! {
                 stale_if_error_until: at(times[4]),
                 keep_until: at(times[5]),
                 fetch_duration: Duration::from_nanos(times[6]),
+                stale_forbidden: false,
             },
         }
     }

@@ -45,6 +45,7 @@ fn entry_with(status: StatusCode, headers: &[(HeaderName, &str)], body: Bytes) -
             stale_if_error_until: stored_at,
             keep_until: stored_at,
             fetch_duration: Duration::ZERO,
+            stale_forbidden: false,
         },
     }
 }

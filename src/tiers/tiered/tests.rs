@@ -96,6 +96,7 @@ fn entry(now: SystemTime, keep: Duration) -> Arc<Entry> {
             stale_if_error_until: now + keep,
             keep_until: now + keep,
             fetch_duration: Duration::ZERO,
+            stale_forbidden: false,
         },
     })
 }

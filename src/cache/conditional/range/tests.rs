@@ -32,6 +32,7 @@ fn entry(body: &'static [u8], content_type: Option<&'static str>) -> Entry {
             stale_if_error_until: stored_at,
             keep_until: stored_at,
             fetch_duration: Duration::ZERO,
+            stale_forbidden: false,
         },
     }
 }

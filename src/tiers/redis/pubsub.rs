@@ -1,0 +1,127 @@
+//! [`PubSub`]: the one pub/sub subscription of an instance. A background task keeps a
+//! dedicated connection subscribed to Cachet's channels, reconnecting (to the next node of a
+//! Cluster) whenever it drops, and fans every message out to in-process listeners.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{broadcast, watch};
+
+/// What the subscription reports.
+#[derive(Debug, Clone)]
+pub enum PubSubEvent {
+    /// (Re)subscribed: messages published from now on arrive. Anything published while the
+    /// subscription was down was missed: listeners resynchronise.
+    Subscribed,
+    /// The subscription dropped.
+    Lost,
+    /// A message on one of the channels.
+    Message { channel: String, payload: Vec<u8> },
+}
+
+/// Messages buffered per listener; a listener that falls further behind sees `Lagged` and
+/// must resynchronise, as after a lost subscription.
+const EVENT_BUFFER: usize = 4096;
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Handle to the subscription task; the task stops when the last handle is dropped.
+#[derive(Debug, Clone)]
+pub struct PubSub {
+    events: broadcast::Sender<PubSubEvent>,
+    subscribed: watch::Receiver<bool>,
+}
+
+impl PubSub {
+    /// Starts subscribing to `channels` through the nodes at `urls` (tried in turn).
+    pub fn start(urls: Vec<String>, channels: Vec<String>, connect_timeout: Duration) -> Self {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (state, subscribed) = watch::channel(false);
+        tokio::spawn(run(urls, channels, connect_timeout, events.clone(), state));
+        Self { events, subscribed }
+    }
+
+    /// A new listener: it receives events from now on.
+    pub fn events(&self) -> broadcast::Receiver<PubSubEvent> {
+        self.events.subscribe()
+    }
+
+    /// Whether the subscription is up now.
+    pub fn is_subscribed(&self) -> bool {
+        *self.subscribed.borrow()
+    }
+
+    /// Notified when the subscription goes up or down.
+    pub fn subscription_changes(&self) -> watch::Receiver<bool> {
+        self.subscribed.clone()
+    }
+}
+
+async fn run(
+    urls: Vec<String>,
+    channels: Vec<String>,
+    connect_timeout: Duration,
+    events: broadcast::Sender<PubSubEvent>,
+    state: watch::Sender<bool>,
+) {
+    let mut backoff = MIN_BACKOFF;
+    for url in urls.iter().cycle() {
+        // Every handle dropped: nobody listens any more.
+        if state.is_closed() {
+            return;
+        }
+        match subscribe(url, &channels, connect_timeout).await {
+            Ok(pubsub) => {
+                backoff = MIN_BACKOFF;
+                state.send_replace(true);
+                let _ = events.send(PubSubEvent::Subscribed);
+                tracing::debug!("shared tier subscription up");
+                let mut messages = pubsub.into_on_message();
+                loop {
+                    tokio::select! {
+                        message = messages.next() => match message {
+                            Some(message) => {
+                                let channel = message.get_channel_name().to_owned();
+                                let payload = message.get_payload_bytes().to_vec();
+                                let _ = events.send(PubSubEvent::Message { channel, payload });
+                            }
+                            None => break,
+                        },
+                        () = state.closed() => return,
+                    }
+                }
+                state.send_replace(false);
+                let _ = events.send(PubSubEvent::Lost);
+                tracing::warn!("shared tier subscription lost; reconnecting");
+            }
+            Err(error) => tracing::debug!(%error, "shared tier subscription failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = state.closed() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn subscribe(
+    url: &str,
+    channels: &[String],
+    connect_timeout: Duration,
+) -> Result<redis::aio::PubSub, redis::RedisError> {
+    let attempt = async {
+        let client = redis::Client::open(url)?;
+        let mut pubsub = client.get_async_pubsub().await?;
+        for channel in channels {
+            pubsub.subscribe(channel).await?;
+        }
+        Ok(pubsub)
+    };
+    match tokio::time::timeout(connect_timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "subscribe timed out",
+        ))),
+    }
+}
