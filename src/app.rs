@@ -1,17 +1,23 @@
 //! Wiring: builds the tier, origin client and services from a validated [`Config`] and runs
 //! them on pre-bound listeners until the shutdown future completes.
 
+mod backend;
+
+use backend::Backend;
+
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::admin::{AdminLimits, AdminService, NoopBackend};
+use crate::admin::{AdminLimits, AdminService};
 use crate::clock::{Clock, SystemClock};
 use crate::coalesce::lease::Leases;
 use crate::config::Config;
 use crate::proxy::{OriginClient, ProxyService};
+use crate::purge::SharedPurges;
 use crate::server::{self, ServerLimits};
 use crate::tiers::{MemoryTier, RedisTier, TieredOptions, Tiers};
 
@@ -86,22 +92,44 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
     let tiers = build_tiers(&config).await;
-    let leases = tiers.shared().map(|redis| {
-        let pubsub = redis.subscribe(vec![Leases::channel_name(redis)]);
-        Leases::new(redis.clone(), pubsub)
+    let redis = tiers.shared().cloned();
+    let stats = Arc::clone(tiers.stats());
+    let shared_reads = tiers.shared_reads();
+    // One subscription per instance carries fill outcomes and purges.
+    let pubsub = redis.as_ref().map(|redis| {
+        redis.subscribe(vec![
+            Leases::channel_name(redis),
+            SharedPurges::channel_name(redis),
+        ])
     });
+    let leases = redis
+        .as_ref()
+        .zip(pubsub.clone())
+        .map(|(redis, pubsub)| Leases::new(redis.clone(), pubsub));
     let seed = options.seed.unwrap_or_else(rand::random);
     let proxy = ProxyService::new(
         &config,
         tiers,
         OriginClient::new(),
-        options.clock,
+        Arc::clone(&options.clock),
         seed,
         leases,
     );
+    let purges = redis.clone().zip(pubsub).map(|(redis, pubsub)| {
+        SharedPurges::start(redis, pubsub, proxy.watermarks().clone(), shared_reads)
+    });
+    let draining = Arc::new(AtomicBool::new(false));
+    let backend = Backend {
+        proxy: proxy.clone(),
+        purges,
+        redis,
+        stats,
+        clock: options.clock,
+        draining: Arc::clone(&draining),
+    };
     let limits = ServerLimits::from(&config.server);
     let admin = AdminService::new(
-        Arc::new(NoopBackend),
+        Arc::new(backend),
         config.admin.token.clone(),
         AdminLimits::from(&config.cache),
     );
@@ -109,6 +137,7 @@ pub async fn run_with(
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down");
+        draining.store(true, Ordering::Release);
         let _ = stop_tx.send(true);
     };
     tracing::info!(

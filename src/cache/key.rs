@@ -364,17 +364,17 @@ impl CacheKey {
     }
 }
 
-/// Fingerprint of route + normalized URL, shared by every partition of that URL: the `url:`
-/// tag, so a URL purge reaches every tenant's copy.
+/// Fingerprint of route + normalized path and query, shared by every partition and variant of
+/// that URL: the `url:` tag, so a URL purge reaches every tenant's copy. The authority is left
+/// out: the route already names the service, and a purge may name a path alone.
 pub fn url_fingerprint(
     route: &str,
     target: &Target,
     ignore_query_params: &[String],
 ) -> Fingerprint {
     let mut hasher = blake3::Hasher::new();
-    hasher.update(b"cachet url v1");
+    hasher.update(b"cachet url v2");
     put(&mut hasher, route.as_bytes());
-    put(&mut hasher, target.authority.as_bytes());
     put(&mut hasher, target.path.as_bytes());
     for param in sorted_query(target.query.as_deref(), ignore_query_params) {
         put(&mut hasher, param.as_bytes());

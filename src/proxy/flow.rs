@@ -333,6 +333,32 @@ impl Lookup {
         }
     }
 
+    /// What every purge says of `entry`: shared purges by sequence, local-only ones by the time
+    /// its fill started. The stricter verdict wins.
+    fn verdict(&self, entry: &Entry) -> Verdict {
+        let shared = EntryRef {
+            tags: &entry.tags,
+            path: &entry.meta.path,
+            seq: entry.meta.purge_seq,
+        };
+        let fill_started = entry
+            .times
+            .stored_at
+            .checked_sub(entry.times.fetch_duration);
+        let local = EntryRef {
+            seq: fill_started.map(super::purge::unix_ms).unwrap_or_default(),
+            ..shared
+        };
+        match (
+            self.shared.watermarks.verdict(shared),
+            self.shared.local_marks.verdict(local),
+        ) {
+            (Verdict::Invalid, _) | (_, Verdict::Invalid) => Verdict::Invalid,
+            (Verdict::Stale, _) | (_, Verdict::Stale) => Verdict::Stale,
+            (Verdict::Valid, Verdict::Valid) => Verdict::Valid,
+        }
+    }
+
     /// The usable entry for this request, two steps when the URL varies: the primary key's
     /// entry carries the Vary spec, whose header values select the variant's key. Also says
     /// why a request without a usable entry goes to the origin.
@@ -361,12 +387,7 @@ impl Lookup {
         if entry.partition != self.partition.id {
             return None;
         }
-        let checked = EntryRef {
-            tags: &entry.tags,
-            path: &entry.meta.path,
-            seq: entry.meta.purge_seq,
-        };
-        let usability = match self.shared.watermarks.verdict(checked) {
+        let usability = match self.verdict(&entry) {
             Verdict::Valid => assess(&entry.times, now),
             Verdict::Stale => assess_soft_purged(&entry.times, now),
             Verdict::Invalid => {

@@ -7,6 +7,7 @@ mod flow;
 mod forward;
 mod headers;
 mod origin;
+mod purge;
 mod refresh;
 mod router;
 mod serve;
@@ -26,6 +27,7 @@ use ipnet::IpNet;
 
 pub use error::ProxyError;
 pub use origin::{OriginClient, OriginError};
+pub use purge::ResolveError;
 pub use router::RouteTable;
 
 use crate::cache::{CacheKey, PartitionHasher};
@@ -78,6 +80,9 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     /// Purge watermarks: checked before every serve.
     pub(crate) watermarks: SharedWatermarks,
+    /// Purges the shared tier could not record: numbered by local time in milliseconds and
+    /// checked against each entry's fill start, never mixed with shared sequence numbers.
+    pub(crate) local_marks: SharedWatermarks,
     /// One fill per key across instances, when the shared tier is configured.
     pub(crate) leases: Option<Arc<Leases>>,
     /// `[cache.redis] lease_ttl`; zero means the route's timeout plus a margin.
@@ -160,6 +165,7 @@ impl ProxyService {
                 trusted_proxies: config.server.trusted_proxies.clone(),
             },
             watermarks: SharedWatermarks::new(),
+            local_marks: SharedWatermarks::new(),
             leases,
             lease_ttl: config
                 .cache

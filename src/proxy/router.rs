@@ -31,6 +31,27 @@ impl RouteTable {
             route.host.as_deref().is_none_or(|h| h == host) && path.starts_with(&route.path_prefix)
         })
     }
+
+    /// The route a path alone selects, whatever its host: for purges that name a path.
+    pub fn route_for_path(&self, path: &str) -> Option<&Arc<Route>> {
+        let hostless = self.routes.iter().filter(|r| r.host.is_none());
+        let hosted = self.routes.iter().filter(|r| r.host.is_some());
+        hostless
+            .chain(hosted)
+            .find(|route| path.starts_with(&route.path_prefix))
+    }
+
+    /// The route called `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|route| route.name == name)
+    }
+
+    /// Whether some route keys on `header`.
+    pub fn has_key_header(&self, header: &http::HeaderName) -> bool {
+        self.routes
+            .iter()
+            .any(|route| route.key_headers.contains(header))
+    }
 }
 
 #[cfg(test)]

@@ -5,11 +5,13 @@
 //! Pure and synchronous: the admin API, the Redis script and the pub/sub sync sit on top of
 //! these types.
 
+pub mod sync;
 pub mod watermarks;
 
 use std::fmt;
 use std::str::FromStr;
 
+pub use sync::SharedPurges;
 pub use watermarks::{Mark, SharedWatermarks, Verdict, Watermarks};
 
 /// What a purge covers. Every selector of the admin API maps onto one of these: `tags`,

@@ -4,7 +4,7 @@
 //! counted, fed to the breaker and answered as misses.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -142,6 +142,9 @@ pub struct Tiered<L1, L2> {
     writes: Arc<Semaphore>,
     max_inflight_writes: u32,
     stats: Arc<TierStats>,
+    /// Cleared while this instance is not in sync with the shared tier's purges: its entries
+    /// are not read then (DESIGN.md "Never backwards, never resurrected").
+    shared_reads: Arc<AtomicBool>,
 }
 
 impl<L1, L2> fmt::Debug for Tiered<L1, L2> {
@@ -173,7 +176,13 @@ impl<L1: Tier, L2: Tier> Tiered<L1, L2> {
             writes: Arc::new(Semaphore::new(max_inflight_writes as usize)),
             max_inflight_writes,
             stats,
+            shared_reads: Arc::new(AtomicBool::new(true)),
         }
+    }
+
+    /// The switch that allows or stops reads from the shared tier (writes go on).
+    pub fn shared_reads(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.shared_reads)
     }
 
     /// The counters.
@@ -200,7 +209,7 @@ impl<L1: Tier, L2: Tier> Tiered<L1, L2> {
             Err(error) => tracing::debug!(%key, %error, "memory tier read failed"),
         }
         let shared = self.l2.as_ref()?;
-        if !shared.allow() {
+        if !self.shared_reads.load(Ordering::Acquire) || !shared.allow() {
             return None;
         }
         let result = shared.tier.get(key).await;
