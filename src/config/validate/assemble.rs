@@ -52,9 +52,6 @@ fn warnings(config: &Config) -> Vec<String> {
         }
     }
     let mut inactive = Vec::new();
-    if config.cache.redis.is_some() {
-        inactive.push("cache.redis");
-    }
     if config.cache.tenant_max_share != 1.0 {
         inactive.push("cache.tenant_max_share");
     }
