@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::proxy::{OriginClient, ProxyService};
 use crate::purge::SharedPurges;
 use crate::server::{self, ServerLimits};
+use crate::telemetry::Metrics;
 use crate::tiers::{MemoryTier, RedisTier, TieredOptions, Tiers};
 
 /// The bound sockets Cachet serves on. Binding is the caller's job, so tests bind port 0.
@@ -107,6 +108,8 @@ pub async fn run_with(
         .zip(pubsub.clone())
         .map(|(redis, pubsub)| Leases::new(redis.clone(), pubsub));
     let seed = options.seed.unwrap_or_else(rand::random);
+    // Owned by this instance: several instances in one process report their own figures.
+    let metrics = Metrics::new(&config.metrics);
     let proxy = ProxyService::new(
         &config,
         tiers,
@@ -114,6 +117,7 @@ pub async fn run_with(
         Arc::clone(&options.clock),
         seed,
         leases,
+        metrics,
     );
     let purges = redis.clone().zip(pubsub).map(|(redis, pubsub)| {
         SharedPurges::start(redis, pubsub, proxy.watermarks().clone(), shared_reads)

@@ -20,7 +20,8 @@
 //! - [`purge`]: purge selectors and the watermark map every serve is checked against.
 //! - [`proxy`]: the client-facing service: normalize, route, look up, fetch, store.
 //! - [`server`]: serves a tower service on a bound listener with limits and graceful drain.
-//! - [`admin`]: health and readiness on the admin listener.
+//! - [`admin`]: health, readiness, metrics and purges on the admin listener.
+//! - [`telemetry`]: logging setup and the instance-owned Prometheus registry.
 //! - [`app`]: wiring; [`run`] starts everything on pre-bound listeners.
 
 pub mod admin;

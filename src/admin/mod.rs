@@ -1,5 +1,6 @@
-//! [`AdminService`]: the admin listener's tower service — `/healthz`, `/readyz`, `POST /purge`
-//! and `POST /reload` (a stub for now) — over an [`AdminBackend`] that does the work.
+//! [`AdminService`]: the admin listener's tower service — `/healthz`, `/readyz`, `/metrics`,
+//! `POST /purge` and `POST /reload` (a stub for now) — over an [`AdminBackend`] that does the
+//! work.
 //!
 //! Request handling only: what a purge does is the backend's business, so this module is
 //! tested with a fake backend and no sockets. `auth` checks the bearer token; `purge` turns the
@@ -27,7 +28,7 @@ use self::purge::AdminError;
 use crate::config::CacheConfig;
 use crate::purge::PurgeRequest;
 
-/// What the admin API drives: purges and readiness. Implemented by the app's wiring.
+/// What the admin API drives: purges, readiness and metrics. Implemented by the app's wiring.
 pub trait AdminBackend: Send + Sync + 'static {
     /// Applies a purge; `Ok(seq)` once it holds on this instance and in the shared tier.
     fn purge(
@@ -37,6 +38,11 @@ pub trait AdminBackend: Send + Sync + 'static {
 
     /// Readiness details for `/readyz`.
     fn readiness(&self) -> Readiness;
+
+    /// The `/metrics` body: Prometheus text in the OpenMetrics format
+    /// ([`crate::telemetry::metrics::CONTENT_TYPE`]), figures refreshed for this scrape
+    /// (asynchronously: the memory tier settles its pending counts first).
+    fn metrics(&self) -> Pin<Box<dyn Future<Output = String> + Send + '_>>;
 }
 
 /// Why the backend did not carry out a purge in full.
@@ -150,6 +156,7 @@ impl Inner {
         let endpoint = match request.uri().path() {
             "/healthz" => Endpoint::Health,
             "/readyz" => Endpoint::Ready,
+            "/metrics" => Endpoint::Metrics,
             "/purge" => Endpoint::Purge,
             "/reload" => Endpoint::Reload,
             _ => return Err(AdminError::NotFound),
@@ -168,6 +175,11 @@ impl Inner {
                     StatusCode::SERVICE_UNAVAILABLE
                 };
                 Ok(json_response(status, &readiness))
+            }
+            Endpoint::Metrics => {
+                // No token: the admin listener itself is the boundary, as for `/readyz`.
+                allow_get(request.method())?;
+                Ok(metrics_response(self.backend.metrics().await))
             }
             Endpoint::Purge => {
                 allow_post(request.method())?;
@@ -202,6 +214,7 @@ impl Inner {
 enum Endpoint {
     Health,
     Ready,
+    Metrics,
     Purge,
     Reload,
 }
@@ -235,6 +248,18 @@ fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<F
     response
 }
 
+/// The `/metrics` answer: the exposition text, not to be cached.
+fn metrics_response(text: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::telemetry::metrics::CONTENT_TYPE),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 /// A placeholder backend until purges are wired: reports ready without a shared tier and
 /// answers every purge with [`PurgeRejected::SharedUnavailable`].
 #[doc(hidden)]
@@ -255,5 +280,10 @@ impl AdminBackend for NoopBackend {
             shared_tier: "none",
             breaker: "none",
         }
+    }
+
+    fn metrics(&self) -> Pin<Box<dyn Future<Output = String> + Send + '_>> {
+        // An empty OpenMetrics exposition.
+        Box::pin(std::future::ready("# EOF\n".to_owned()))
     }
 }

@@ -58,6 +58,12 @@ impl AdminBackend for FakeBackend {
             breaker: "open",
         }
     }
+
+    fn metrics(&self) -> Pin<Box<dyn Future<Output = String> + Send + '_>> {
+        Box::pin(std::future::ready(
+            "cachet_memory_bytes 7\n# EOF\n".to_owned(),
+        ))
+    }
 }
 
 fn service(backend: &Arc<FakeBackend>, token: Option<&str>) -> AdminService {
@@ -389,10 +395,29 @@ async fn health_and_readiness() {
     assert_eq!(body["ready"], false);
 }
 
+/// `/metrics` needs no token (like `/readyz`) and answers the backend's text as OpenMetrics.
+#[tokio::test]
+async fn metrics_are_the_backends_text_without_a_token() {
+    let backend = FakeBackend::ok();
+    let request = request(Method::GET, "/metrics", None, "");
+    let response = service(&backend, Some(TOKEN))
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"cachet_memory_bytes 7\n# EOF\n");
+}
+
 #[tokio::test]
 async fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
     let backend = FakeBackend::ok();
-    for path in ["/", "/metrics", "/purge/", "/healthz/x"] {
+    for path in ["/", "/metrics/", "/purge/", "/healthz/x"] {
         let request = request(Method::GET, path, None, "");
         let (status, _, body) = send(service(&backend, None), request).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
@@ -403,6 +428,7 @@ async fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
         (Method::PUT, "/reload", "POST"),
         (Method::POST, "/healthz", "GET, HEAD"),
         (Method::DELETE, "/readyz", "GET, HEAD"),
+        (Method::POST, "/metrics", "GET, HEAD"),
     ];
     for (method, path, allow) in cases {
         let request = request(

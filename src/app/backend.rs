@@ -1,5 +1,5 @@
 //! The admin API's backend: purges resolved by the proxy and recorded through the shared tier
-//! (or on this instance alone without one), and readiness from the tiers.
+//! (or on this instance alone without one), readiness from the tiers, and the metrics scrape.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,7 +10,8 @@ use crate::admin::{AdminBackend, PurgeRejected, Readiness};
 use crate::clock::Clock;
 use crate::proxy::ProxyService;
 use crate::purge::{PurgeRequest, SharedPurges};
-use crate::tiers::{RedisTier, TierStats};
+use crate::telemetry::metrics::{BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN, SharedScrape};
+use crate::tiers::{BreakerState, RedisTier, TierStats};
 
 /// What `/purge` and `/readyz` act on.
 pub(super) struct Backend {
@@ -35,13 +36,18 @@ impl AdminBackend for Backend {
                 }
             })?;
             let now = self.clock.now();
+            let kind = request.target.kind();
             let Some(purges) = &self.purges else {
+                self.proxy.metrics().purge(kind);
                 return Ok(self.proxy.purge_locally(&selectors, request.soft, now));
             };
-            match purges.purge(&selectors, request.soft, now).await {
+            // Counted once applied here, whether or not the shared tier recorded it.
+            let result = purges.purge(&selectors, request.soft, now).await;
+            self.proxy.metrics().purge(kind);
+            match result {
                 Ok(seq) => Ok(seq),
                 Err(error) => {
-                    tracing::warn!(%error, kind = request.target.kind(), "purge not recorded in the shared tier; applied here only");
+                    tracing::warn!(%error, kind, "purge not recorded in the shared tier; applied here only");
                     self.proxy.purge_local_only(&selectors, request.soft, now);
                     Err(PurgeRejected::SharedUnavailable)
                 }
@@ -52,18 +58,52 @@ impl AdminBackend for Backend {
     fn readiness(&self) -> Readiness {
         let (shared_tier, breaker) = match &self.redis {
             None => ("none", "none"),
-            Some(redis) => {
-                let up = redis.is_up() && self.purges.as_ref().is_none_or(|p| p.is_synced());
-                (
-                    if up { "up" } else { "down" },
-                    self.stats.breaker_state().as_str(),
-                )
-            }
+            Some(_) => (
+                if self.shared_up() { "up" } else { "down" },
+                self.stats.breaker_state().as_str(),
+            ),
         };
         Readiness {
             ready: !self.draining.load(Ordering::Acquire),
             shared_tier,
             breaker,
         }
+    }
+
+    fn metrics(&self) -> Pin<Box<dyn Future<Output = String> + Send + '_>> {
+        Box::pin(async move {
+            let mut scrape = self.proxy.scrape().await;
+            scrape.shared = self.redis.as_ref().map(|_| {
+                let stats = &self.stats;
+                let total =
+                    |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+                SharedScrape {
+                    up: self.shared_up(),
+                    breaker: match stats.breaker_state() {
+                        BreakerState::Closed => BREAKER_CLOSED,
+                        BreakerState::HalfOpen => BREAKER_HALF_OPEN,
+                        BreakerState::Open => BREAKER_OPEN,
+                    },
+                    get_hits: total(&stats.l2_hits),
+                    get_misses: total(&stats.l2_misses),
+                    errors: total(&stats.l2_errors),
+                    skipped: total(&stats.l2_skipped),
+                    writes_dropped: total(&stats.dropped_writes),
+                    corrupt_blobs: total(&stats.corrupt_blobs),
+                    epoch_clears: total(&stats.epoch_clears),
+                }
+            });
+            self.proxy.metrics().render(&scrape)
+        })
+    }
+}
+
+impl Backend {
+    /// Whether the shared tier is reachable and this instance is in sync with its purges
+    /// (false without one).
+    fn shared_up(&self) -> bool {
+        self.redis.as_ref().is_some_and(|redis| {
+            redis.is_up() && self.purges.as_ref().is_none_or(|p| p.is_synced())
+        })
     }
 }

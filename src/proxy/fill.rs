@@ -90,7 +90,7 @@ impl Failure {
             }
             Self::Timeout => ProxyError::Origin(OriginError::Timeout).into_response(),
         };
-        set_cache_status(response.headers_mut(), status);
+        set_cache_status(&mut response, status);
         response
     }
 }
@@ -195,7 +195,7 @@ impl Fill {
             }
         };
         let request_time = shared.clock.now();
-        let response = match shared.origin.send(request, route.timeout).await {
+        let response = match shared.send_to_origin(route, request).await {
             Ok(response) => response,
             Err(error) => return Answer::Failed(error.into()),
         };

@@ -16,6 +16,7 @@ use super::error::ProxyError;
 use super::fill::{Answer, Failure, Fill, FillLeader, FillOutcome};
 use super::forward::{content_length, origin_headers, origin_request, streamed};
 use super::headers::{CACHE_STATUS, ClientInfo, clean_response, set_cache_status, strip_for_fill};
+use super::observe::Observed;
 use super::serve::{ServeAs, serve_entry};
 use super::{Body, PeerAddr, Shared, empty, refresh};
 use crate::cache::request::RequestDirectives;
@@ -37,18 +38,24 @@ const FOLLOWER_MARGIN: Duration = Duration::from_secs(1);
 /// Handles one client request; every failure becomes a response here.
 pub(super) async fn handle(shared: &Arc<Shared>, request: Request<Body>) -> Response<Body> {
     let method = request.method().clone();
-    match route_and_serve(shared, request).await {
+    let observed = Observed::begin(shared, &request);
+    let mut routed = None;
+    let response = match route_and_serve(shared, request, &mut routed).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%method, error = %error, "answered with an error");
             error.into_response()
         }
-    }
+    };
+    observed.finish(shared, routed.as_deref(), &response);
+    response
 }
 
+/// Sets `routed` once a route is chosen, so that even an error answer is counted on it.
 async fn route_and_serve(
     shared: &Arc<Shared>,
     request: Request<Body>,
+    routed: &mut Option<Arc<Route>>,
 ) -> Result<Response<Body>, ProxyError> {
     let target = Target::from_request(request.uri(), request.headers())?;
     let route = Arc::clone(
@@ -57,6 +64,7 @@ async fn route_and_serve(
             .route(&target.host, &target.path)
             .ok_or(ProxyError::NoRoute)?,
     );
+    *routed = Some(Arc::clone(&route));
     if content_length(request.headers()).is_some_and(|len| len > shared.limits.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge);
     }
@@ -435,7 +443,7 @@ impl Lookup {
             }
             Ok(Answer::Passed(mut response)) => {
                 let status = Self::forwarded(why, had_stale, response.status().as_u16(), false);
-                set_cache_status(response.headers_mut(), status);
+                set_cache_status(&mut response, status);
                 if self.serve.is_head() {
                     *response.body_mut() = empty();
                 }
@@ -542,13 +550,13 @@ async fn pass(
         parts.method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     );
-    let response = shared.origin.send(request, route.timeout).await?;
+    let response = shared.send_to_origin(route, request).await?;
     let (mut head, body) = response.into_parts();
     if unsafe_method && (head.status.is_success() || head.status.is_redirection()) {
         invalidate_after_write(shared, route, target, &head.headers);
     }
     clean_response(&mut head.headers);
-    set_cache_status(&mut head.headers, CacheStatus::Method);
+    set_cache_status(&mut head, CacheStatus::Method);
     Ok(Response::from_parts(
         head,
         streamed(Vec::new(), body, route.timeout),

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Version};
+use http::{Extensions, HeaderMap, Version};
 use ipnet::IpNet;
 
 use crate::cache::{CacheStatus, Target};
@@ -173,11 +173,37 @@ pub(crate) fn clean_response(headers: &mut HeaderMap) -> Vec<String> {
     tags
 }
 
-/// Sets `Cache-Status` (replacing any value from upstream: one value per response).
-pub(crate) fn set_cache_status(headers: &mut HeaderMap, status: CacheStatus) {
-    if let Ok(value) = HeaderValue::from_str(&status.header_value()) {
-        headers.insert(CACHE_STATUS, value);
+/// A response head `Cache-Status` can be set on: a whole response or its parts.
+pub(crate) trait ResponseHead {
+    fn headers_mut(&mut self) -> &mut HeaderMap;
+    fn extensions_mut(&mut self) -> &mut Extensions;
+}
+
+impl<B> ResponseHead for http::Response<B> {
+    fn headers_mut(&mut self) -> &mut HeaderMap {
+        self.headers_mut()
     }
+    fn extensions_mut(&mut self) -> &mut Extensions {
+        self.extensions_mut()
+    }
+}
+
+impl ResponseHead for http::response::Parts {
+    fn headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.headers
+    }
+    fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.extensions
+    }
+}
+
+/// Sets `Cache-Status` (replacing any value from upstream: one value per response), and keeps
+/// the [`CacheStatus`] itself as a response extension for metrics and the access log.
+pub(crate) fn set_cache_status(response: &mut impl ResponseHead, status: CacheStatus) {
+    if let Ok(value) = HeaderValue::from_str(&status.header_value()) {
+        response.headers_mut().insert(CACHE_STATUS, value);
+    }
+    response.extensions_mut().insert(status);
 }
 
 /// Sets `Age` (RFC 9111 §5.1).

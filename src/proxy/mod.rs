@@ -6,6 +6,7 @@ mod fill;
 mod flow;
 mod forward;
 mod headers;
+mod observe;
 mod origin;
 mod purge;
 mod refresh;
@@ -36,6 +37,7 @@ use crate::coalesce::Coalescer;
 use crate::coalesce::lease::Leases;
 use crate::config::Config;
 use crate::purge::SharedWatermarks;
+use crate::telemetry::Metrics;
 use crate::tiers::Tiers;
 
 /// Boxed error of bodies and sources.
@@ -94,6 +96,10 @@ pub(crate) struct Shared {
     /// Jitter and early-refresh draws; seeded by tests for repeatable runs.
     // A std mutex: held for one draw, never across an await.
     rng: std::sync::Mutex<rand::rngs::SmallRng>,
+    /// This instance's metrics.
+    pub(crate) metrics: Metrics,
+    /// `[log] access_log`: one event per answered request.
+    pub(crate) access_log: bool,
 }
 
 /// Margin of a lease over the route's timeout: the holder's own deadline passes first.
@@ -140,8 +146,9 @@ impl Clone for ProxyService {
 }
 
 impl ProxyService {
-    /// Builds the service from the validated config, the tiers, a clock and the seed of its
-    /// random draws (jitter, early refresh).
+    /// Builds the service from the validated config, the tiers, a clock, the seed of its
+    /// random draws (jitter, early refresh), the cross-instance leases and the instance's
+    /// metrics.
     pub fn new(
         config: &Config,
         tiers: Tiers,
@@ -149,6 +156,7 @@ impl ProxyService {
         clock: Arc<dyn Clock>,
         seed: u64,
         leases: Option<Arc<Leases>>,
+        metrics: Metrics,
     ) -> Self {
         use rand::SeedableRng as _;
         let shared = Shared {
@@ -185,6 +193,8 @@ impl ProxyService {
                 )
                 .build(),
             rng: std::sync::Mutex::new(rand::rngs::SmallRng::seed_from_u64(seed)),
+            metrics,
+            access_log: config.log.access_log,
         };
         Self {
             shared: Arc::new(shared),

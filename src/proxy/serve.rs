@@ -98,9 +98,8 @@ pub(crate) fn serve_entry(
             bodiless(StatusCode::RANGE_NOT_SATISFIABLE, headers)
         }
     };
-    let headers = response.headers_mut();
-    set_age(headers, entry.age(now));
-    set_cache_status(headers, status);
+    set_age(response.headers_mut(), entry.age(now));
+    set_cache_status(&mut response, status);
     response
 }
 

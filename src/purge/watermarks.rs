@@ -363,6 +363,16 @@ impl SharedWatermarks {
         self.update(|map| map.drop_older_than(now, max_age))
     }
 
+    /// How many selectors have a mark (one read lock; for metrics).
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// No selector has a mark.
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
     /// A copy of the current map (for diagnostics and tests).
     pub fn snapshot(&self) -> Watermarks {
         self.read().clone()

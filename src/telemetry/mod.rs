@@ -1,4 +1,9 @@
-//! Logging setup: a `tracing` subscriber from `[log]`, text or JSON.
+//! Logging setup: a `tracing` subscriber from `[log]`, text or JSON; and [`metrics`], the
+//! instance-owned Prometheus registry.
+
+pub mod metrics;
+
+pub use metrics::Metrics;
 
 use tracing_subscriber::EnvFilter;
 
