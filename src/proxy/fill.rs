@@ -249,6 +249,7 @@ impl Fill {
         };
         if times.is_none() && !server_error {
             tracing::debug!(key = %self.key, ?decision, "not storing");
+            self.forget_replaced().await;
             return Answer::Passed(Response::from_parts(
                 head,
                 streamed(Vec::new(), body, route.timeout),
@@ -258,6 +259,7 @@ impl Fill {
             Ok(Read::Complete(body)) => body,
             Ok(Read::TooLarge { prefix, rest }) => {
                 tracing::debug!(key = %self.key, max, "response over max_object_bytes; streamed, not stored");
+                self.forget_replaced().await;
                 return Answer::Passed(Response::from_parts(
                     head,
                     streamed(prefix, rest, route.timeout),
@@ -375,6 +377,14 @@ impl Fill {
             } else {
                 tiers.put(&key, Arc::clone(entry), now).await;
             }
+        }
+    }
+
+    /// The origin answered anew and its answer is not storable: the stale entry it replaces
+    /// must not go on being served (unless only the client's own `no-store` kept it out).
+    async fn forget_replaced(&self) {
+        if self.stale.is_some() && !self.no_store {
+            self.remove().await;
         }
     }
 

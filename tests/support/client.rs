@@ -3,6 +3,7 @@
 //! client would never send, reporting how the connection ended.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +14,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Barrier;
+use tokio::task::JoinHandle;
 
 /// How long one exchange may take before the test fails.
 const EXCHANGE_WAIT: Duration = Duration::from_secs(15);
@@ -276,4 +279,34 @@ pub(crate) async fn raw(addr: SocketAddr, request: &[u8]) -> Raw {
 pub(crate) fn raw_get(target: &str, extra: &str) -> Vec<u8> {
     format!("GET {target} HTTP/1.1\r\nHost: test.local\r\n{extra}Connection: close\r\n\r\n")
         .into_bytes()
+}
+
+/// Starts `n` GETs of `path` with `headers`, each in its own task, released together by a
+/// barrier (a stampede). Join them with [`join_all`].
+pub(crate) fn burst(
+    client: &Client,
+    path: &str,
+    headers: &[(&'static str, &'static str)],
+    n: usize,
+) -> Vec<JoinHandle<Resp>> {
+    let barrier = Arc::new(Barrier::new(n));
+    (0..n)
+        .map(|_| {
+            let (client, barrier, path) = (client.clone(), Arc::clone(&barrier), path.to_owned());
+            let headers = headers.to_vec();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                client.get(&path, &headers).await
+            })
+        })
+        .collect()
+}
+
+/// Joins request tasks in order, re-raising a task's panic.
+pub(crate) async fn join_all(tasks: Vec<JoinHandle<Resp>>) -> Vec<Resp> {
+    let mut all = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        all.push(task.await.expect("request task"));
+    }
+    all
 }

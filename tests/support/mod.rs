@@ -7,11 +7,12 @@
     reason = "each test binary uses a different subset of the harness"
 )]
 
+pub(crate) mod admin;
 pub(crate) mod client;
 pub(crate) mod origin;
 pub(crate) mod proxy;
 
-pub(crate) use client::{Client, Raw, Resp, raw, raw_get};
+pub(crate) use client::{Client, Raw, Resp, burst, join_all, raw, raw_get};
 pub(crate) use origin::{Origin, Reply, Seen};
 pub(crate) use proxy::Proxy;
 

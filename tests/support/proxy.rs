@@ -103,6 +103,16 @@ pub(crate) struct Options {
     pub(crate) clock: Option<Arc<ManualClock>>,
 }
 
+impl Options {
+    /// Random draws from `seed`, on a new clock.
+    pub(crate) fn seeded(seed: u64) -> Self {
+        Self {
+            seed: Some(seed),
+            clock: None,
+        }
+    }
+}
+
 /// The manual clock, recording which tokio tasks have read it.
 #[derive(Debug)]
 struct ObservedClock {

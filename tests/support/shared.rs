@@ -6,9 +6,13 @@ use std::time::{Duration, Instant};
 use redis::Commands;
 
 use super::redis::{RedisCluster, RedisServer};
+use super::{Client, Proxy};
 
 /// The default `key_prefix`: entry keys are `cachet:<hex key>`, control keys `{cachet:ctl}:..`.
 pub(crate) const ENTRY_PATTERN: &str = "cachet:*";
+/// The `Host` every request to the instances carries, as behind one load balancer: the
+/// authority is part of the cache key, and each instance's own address would split it.
+pub(crate) const HOST: (&str, &str) = ("host", "api.shared.test");
 /// How often [`eventually`] polls.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -70,4 +74,25 @@ pub(crate) async fn await_entry_keys(
         keys.len()
     );
     keys
+}
+
+/// The `shared_tier` field of `proxy`'s `/readyz` body (`none`, `up` or `down`); `/readyz`
+/// itself must answer 200 whatever the shared tier's state.
+pub(crate) async fn shared_tier_state(proxy: &Proxy) -> String {
+    let ready = Client::new(proxy.admin).get("/readyz", &[]).await;
+    assert_eq!(ready.status, 200, "/readyz: {ready:?}");
+    let body: serde_json::Value = serde_json::from_slice(&ready.body).expect("a JSON body");
+    body["shared_tier"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Waits (bounded) until `proxy` reports its shared tier `up`: reachable, with its purges in
+/// sync, which is when an instance reads the shared tier at all.
+pub(crate) async fn await_shared_tier_up(proxy: &Proxy, within: Duration) {
+    let mut last = String::new();
+    let up = eventually(within, async || {
+        last = shared_tier_state(proxy).await;
+        last == "up"
+    })
+    .await;
+    assert!(up, "the shared tier is still {last:?} after {within:?}");
 }
