@@ -203,7 +203,8 @@ async fn cached(
                 within_swr: true, ..
             } if !directives.no_cache => {
                 refresh::spawn(fill(Some(Arc::clone(entry))));
-                let status = CacheStatus::StaleWhileRevalidate { ttl };
+                // A soft-purged entry is stale before its time: never report a positive ttl.
+                let status = CacheStatus::StaleWhileRevalidate { ttl: ttl.min(-1) };
                 return serve_entry(entry, status, now, &lookup.serve);
             }
             Usability::Stale { .. } if directives.accepts_stale(&entry.times, now) => {

@@ -49,7 +49,8 @@ impl ProxyService {
         for selector in selectors {
             self.shared
                 .local_marks
-                .raise(selector.clone(), unix_ms(now), soft, now);
+                // One past `now`: a fill that started in this very millisecond is covered too.
+                .raise(selector.clone(), unix_ms(now) + 1, soft, now);
         }
     }
 
