@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::admin::{AdminLimits, AdminService};
 use crate::clock::{Clock, SystemClock};
-use crate::coalesce::lease::Leases;
+use crate::coalesce::lease::{LeaseHook, Leases};
 use crate::config::Config;
 use crate::proxy::{OriginClient, ProxyService};
 use crate::purge::SharedPurges;
@@ -51,6 +51,10 @@ pub struct RunOptions {
     pub clock: Arc<dyn Clock>,
     /// Seed of the random draws (TTL jitter, early refresh); random when `None`.
     pub seed: Option<u64>,
+    /// Test seam: runs when this instance lost a fill lease, before it registers for the
+    /// holder's outcome.
+    #[doc(hidden)]
+    pub lease_hook: Option<LeaseHook>,
 }
 
 impl Default for RunOptions {
@@ -58,6 +62,7 @@ impl Default for RunOptions {
         Self {
             clock: Arc::new(SystemClock),
             seed: None,
+            lease_hook: None,
         }
     }
 }
@@ -106,7 +111,7 @@ pub async fn run_with(
     let leases = redis
         .as_ref()
         .zip(pubsub.clone())
-        .map(|(redis, pubsub)| Leases::new(redis.clone(), pubsub));
+        .map(|(redis, pubsub)| Leases::new(redis.clone(), pubsub, options.lease_hook.clone()));
     let seed = options.seed.unwrap_or_else(rand::random);
     // Owned by this instance: several instances in one process report their own figures.
     let metrics = Metrics::new(&config.metrics);

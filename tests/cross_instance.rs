@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use support::proxy::{one_route_shared, redis_url};
+use cachet::coalesce::lease::LeaseHook;
+use support::origin::Gate;
+use support::proxy::{Options, one_route_shared, redis_url};
 use support::redis::RedisServer;
 use support::{Client, Origin, Proxy, Reply};
 use tokio::sync::Barrier;
@@ -163,4 +165,73 @@ async fn a_waiting_instance_is_woken_by_the_holders_outcome() {
     assert_eq!(origin.hits_for("/woken"), 1);
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// The holder publishes its outcome in the window between the waiter losing the lease race and
+/// registering for the outcome: the message is missed, and the waiter's re-read of the shared
+/// tier after registering must find the entry (else it would sit out the 20 s lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_published_before_the_waiter_registers_is_not_missed() {
+    let redis = RedisServer::start();
+    let gate = Gate::new();
+    let origin = Origin::numbered(Reply::empty().cache_control("max-age=60").gate(&gate)).await;
+    let config = one_route_shared(
+        &origin.url(),
+        &format!("{}\nlease_ttl = \"20s\"", redis_url(&redis.url())),
+        "timeout = \"20s\"",
+    );
+    let holder = Proxy::start(&config).await;
+    let holder_done = Arc::new(std::sync::Mutex::new(None::<std::sync::mpsc::Receiver<()>>));
+    let hook = {
+        let gate = gate.clone();
+        let holder_done = Arc::clone(&holder_done);
+        LeaseHook(Arc::new(move || {
+            // Finish the holder's fill (store, publish, release) before this instance registers.
+            gate.open();
+            let done = holder_done.lock().unwrap().take();
+            if let Some(done) = done {
+                // Hands this worker's queued tasks to another thread while it blocks.
+                tokio::task::block_in_place(|| {
+                    done.recv_timeout(Duration::from_secs(10))
+                        .expect("the holder finished");
+                });
+            }
+        }))
+    };
+    let waiter = Proxy::start_with(
+        &config,
+        Options {
+            lease_hook: Some(hook),
+            ..Options::default()
+        },
+    )
+    .await;
+
+    let (finished, done) = std::sync::mpsc::channel();
+    *holder_done.lock().unwrap() = Some(done);
+    let first = {
+        let client = Client::new(holder.addr);
+        tokio::spawn(async move {
+            let response = client.get("/window", HOST).await;
+            finished.send(()).unwrap();
+            response
+        })
+    };
+    origin.next_request().await;
+    let started = Instant::now();
+    let second = Client::new(waiter.addr).get("/window", HOST).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited {:?}: the outcome was missed",
+        started.elapsed()
+    );
+    assert_eq!(second.text(), "/window #1");
+    assert_eq!(second.cache_status(), "cachet; fwd=miss; collapsed");
+    assert_eq!(
+        first.await.unwrap().cache_status(),
+        "cachet; fwd=miss; stored"
+    );
+    assert_eq!(origin.hits_for("/window"), 1);
+    holder.shutdown().await;
+    waiter.shutdown().await;
 }

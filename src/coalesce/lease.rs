@@ -75,8 +75,20 @@ impl Registration {
 const RELEASE: &str =
     r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
+/// A test seam: runs between losing the lease race and registering for its outcome, so tests
+/// can force a completion into exactly that window.
+#[derive(Clone)]
+pub struct LeaseHook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl fmt::Debug for LeaseHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LeaseHook(..)")
+    }
+}
+
 /// Cross-instance leases over the shared tier.
 pub struct Leases {
+    hook: Option<LeaseHook>,
     redis: RedisTier,
     /// Kept so that the subscription lives as long as the leases.
     _pubsub: PubSub,
@@ -102,9 +114,10 @@ impl Leases {
 
     /// Leases over `redis`, hearing outcomes through `pubsub` (subscribed to
     /// [`Leases::channel_name`]).
-    pub fn new(redis: RedisTier, pubsub: PubSub) -> Arc<Self> {
+    pub fn new(redis: RedisTier, pubsub: PubSub, hook: Option<LeaseHook>) -> Arc<Self> {
         let events = pubsub.events();
         let leases = Arc::new(Self {
+            hook,
             _pubsub: pubsub,
             channel: Self::channel_name(&redis),
             redis,
@@ -139,6 +152,9 @@ impl Leases {
     /// Registers for the outcome of `key`'s fill elsewhere. Register *before* re-reading the
     /// shared tier.
     pub fn register(&self, key: &CacheKey) -> Registration {
+        if let Some(hook) = &self.hook {
+            (hook.0)();
+        }
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         let sender = waiting
             .entry(*key)

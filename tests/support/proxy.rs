@@ -101,6 +101,8 @@ pub(crate) struct Options {
     pub(crate) seed: Option<u64>,
     /// The clock to run on, e.g. one an origin handler also moves; a new one when `None`.
     pub(crate) clock: Option<Arc<ManualClock>>,
+    /// Runs when the instance lost a fill lease, before it registers for the outcome.
+    pub(crate) lease_hook: Option<cachet::coalesce::lease::LeaseHook>,
 }
 
 impl Options {
@@ -108,7 +110,7 @@ impl Options {
     pub(crate) fn seeded(seed: u64) -> Self {
         Self {
             seed: Some(seed),
-            clock: None,
+            ..Self::default()
         }
     }
 }
@@ -179,6 +181,7 @@ impl Proxy {
         let options = RunOptions {
             clock: Arc::clone(&observed) as Arc<dyn Clock>,
             seed,
+            lease_hook: options.lease_hook,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(cachet::run_with(listeners, config, options, async move {
