@@ -51,6 +51,10 @@ pub struct RunOptions {
     pub clock: Arc<dyn Clock>,
     /// Seed of the random draws (TTL jitter, early refresh); random when `None`.
     pub seed: Option<u64>,
+    /// The config file `POST /reload` and SIGHUP re-read; no reload without one.
+    pub config_path: Option<std::path::PathBuf>,
+    /// Environment overrides applied on reload (the binary passes `std::env::vars()`).
+    pub env: Vec<(String, String)>,
     /// Test seam: runs when this instance lost a fill lease, before it registers for the
     /// holder's outcome.
     #[doc(hidden)]
@@ -62,6 +66,8 @@ impl Default for RunOptions {
         Self {
             clock: Arc::new(SystemClock),
             seed: None,
+            config_path: None,
+            env: Vec::new(),
             lease_hook: None,
         }
     }
@@ -135,10 +141,14 @@ pub async fn run_with(
         stats,
         clock: options.clock,
         draining: Arc::clone(&draining),
+        config_path: options.config_path,
+        env: options.env,
     };
+    let backend = Arc::new(backend);
+    let hangups = reload_on_hangup(Arc::clone(&backend));
     let limits = ServerLimits::from(&config.server);
     let admin = AdminService::new(
-        Arc::new(backend),
+        backend,
         config.admin.token.clone(),
         AdminLimits::from(&config.cache),
     );
@@ -160,9 +170,37 @@ pub async fn run_with(
         server::serve(listeners.proxy, proxy, limits, stopped(stop_rx.clone())),
         server::serve(listeners.admin, admin, limits, stopped(stop_rx)),
     );
+    if let Some(hangups) = hangups {
+        hangups.abort();
+    }
     proxy_result?;
     admin_result?;
     Ok(())
+}
+
+/// SIGHUP re-reads the config file, like `POST /reload`.
+fn reload_on_hangup(backend: Arc<Backend>) -> Option<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP; reload through the admin API");
+                return None;
+            }
+        };
+        Some(tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let _ = backend.reload_now();
+            }
+        }))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = backend;
+        None
+    }
 }
 
 /// Completes once the stop flag is raised (or its sender is gone).

@@ -1,5 +1,6 @@
 //! `cachet demo`: an in-process demo API (tagged JSON resources, a per-tenant endpoint, one
-//! slow endpoint) with Cachet in front of it, on loopback only.
+//! slow endpoint) with Cachet in front of it, on loopback only; or, with `--origin-only`
+//! ([`run_origin`]), the demo API alone, for several Cachet instances to share.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,6 +29,8 @@ pub enum DemoError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Run(#[from] RunError),
+    #[error("demo origin stopped")]
+    Serve(#[source] std::io::Error),
 }
 
 /// How long the slow endpoint takes: long enough to see a miss, short enough to wait for.
@@ -90,6 +93,35 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = origin_task.await;
     Ok(result?)
+}
+
+/// Serves the demo API alone on `listen` (no proxy), prints its URL, and serves until
+/// `shutdown` completes: the shared origin of `docker/compose.yaml` and
+/// `scripts/local-cluster.sh`.
+///
+/// # Errors
+/// [`DemoError::Bind`] when `listen` cannot be bound.
+pub async fn run_origin(
+    listen: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), DemoError> {
+    let bind_error = |source| DemoError::Bind {
+        addr: listen,
+        source,
+    };
+    let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    println!("Cachet demo origin (the demo API, no proxy)\n  origin  http://{addr}");
+    let limits = ServerLimits {
+        header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+        max_connections: 10_000,
+        max_header_bytes: 64 * 1024,
+        drain_timeout: Duration::from_secs(2),
+    };
+    server::serve(listener, tower::service_fn(demo_api), limits, shutdown)
+        .await
+        .map_err(DemoError::Serve)
 }
 
 fn demo_config(listen: SocketAddr, origin: SocketAddr) -> String {

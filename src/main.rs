@@ -30,9 +30,12 @@ enum Command {
     Check,
     /// Run the proxy in front of an in-process demo API.
     Demo {
-        /// Where the demo proxy listens.
+        /// Where the demo proxy listens (with --origin-only: where the demo API listens).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Run only the demo API, no proxy: an origin for separately started instances.
+        #[arg(long)]
+        origin_only: bool,
     },
 }
 
@@ -63,10 +66,13 @@ fn main() -> ExitCode {
             Err(error) => config_failure(&error),
         },
         Command::Serve => match config::load(&cli.config, std::env::vars()) {
-            Ok(config) => serve(config),
+            Ok(config) => serve(config, cli.config),
             Err(error) => config_failure(&error),
         },
-        Command::Demo { listen } => demo(listen),
+        Command::Demo {
+            listen,
+            origin_only,
+        } => demo(listen, origin_only),
     }
 }
 
@@ -93,7 +99,7 @@ fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     builder.enable_all().build()
 }
 
-fn serve(config: Config) -> ExitCode {
+fn serve(config: Config, path: PathBuf) -> ExitCode {
     if let Err(error) = cachet::telemetry::init(&config.log) {
         eprintln!("invalid configuration: log.level: {error}");
         return ExitCode::from(EXIT_CONFIG);
@@ -116,7 +122,12 @@ fn serve(config: Config) -> ExitCode {
                 return ExitCode::from(EXIT_RUNTIME);
             }
         };
-        match cachet::run(listeners, config, shutdown_signal()).await {
+        let options = cachet::RunOptions {
+            config_path: Some(path),
+            env: std::env::vars().collect(),
+            ..cachet::RunOptions::default()
+        };
+        match cachet::run_with(listeners, config, options, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!(%error, "cachet stopped");
@@ -126,7 +137,7 @@ fn serve(config: Config) -> ExitCode {
     })
 }
 
-fn demo(listen: SocketAddr) -> ExitCode {
+fn demo(listen: SocketAddr, origin_only: bool) -> ExitCode {
     let log = cachet::config::LogConfig {
         level: "info".into(),
         format: cachet::config::LogFormat::Text,
@@ -140,7 +151,14 @@ fn demo(listen: SocketAddr) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    match runtime.block_on(cachet::demo::run(listen, shutdown_signal())) {
+    let result = runtime.block_on(async {
+        if origin_only {
+            cachet::demo::run_origin(listen, shutdown_signal()).await
+        } else {
+            cachet::demo::run(listen, shutdown_signal()).await
+        }
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("demo failed: {error}");

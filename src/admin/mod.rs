@@ -43,6 +43,23 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// ([`crate::telemetry::metrics::CONTENT_TYPE`]), figures refreshed for this scrape
     /// (asynchronously: the memory tier settles its pending counts first).
     fn metrics(&self) -> Pin<Box<dyn Future<Output = String> + Send + '_>>;
+
+    /// Re-reads the config file and swaps what can change live; every problem when it is
+    /// invalid (the old config stays). The default: no file to re-read.
+    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<(), ReloadRejected>> + Send + '_>> {
+        Box::pin(async { Err(ReloadRejected::Unavailable) })
+    }
+}
+
+/// Why a reload did not happen; the running config is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadRejected {
+    /// Started without a config file (e.g. `cachet demo`): 501.
+    #[error("reload not available: no config file")]
+    Unavailable,
+    /// The file is invalid: 400 listing every problem.
+    #[error("invalid configuration")]
+    Invalid(Vec<String>),
 }
 
 /// Why the backend did not carry out a purge in full.
@@ -189,7 +206,8 @@ impl Inner {
             Endpoint::Reload => {
                 allow_post(request.method())?;
                 self.authorize(&request)?;
-                Err(AdminError::ReloadUnavailable)
+                self.backend.reload().await?;
+                Ok(json_response(StatusCode::OK, &json!({ "ok": true })))
             }
         }
     }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::{Value, json};
 
-use super::{AdminBackend, PurgeRejected, json_response};
+use super::{AdminBackend, PurgeRejected, ReloadRejected, json_response};
 use crate::purge::{PurgeRequest, PurgeTarget};
 
 /// The largest purge body (DESIGN.md "Admin API"); larger → 413.
@@ -53,8 +53,11 @@ pub(crate) enum AdminError {
     /// Applied on this instance only; the caller retries.
     #[error("shared tier unavailable")]
     SharedUnavailable,
-    #[error("reload not available yet")]
+    #[error("reload not available: no config file")]
     ReloadUnavailable,
+    /// The re-read config is invalid; every problem is listed.
+    #[error("invalid configuration")]
+    ReloadInvalid(Vec<String>),
 }
 
 impl AdminError {
@@ -71,7 +74,9 @@ impl AdminError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BodyRead(_) | Self::Invalid { .. } => StatusCode::BAD_REQUEST,
+            Self::BodyRead(_) | Self::Invalid { .. } | Self::ReloadInvalid(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::SharedUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::ReloadUnavailable => StatusCode::NOT_IMPLEMENTED,
         }
@@ -83,6 +88,9 @@ impl AdminError {
         let mut body = json!({ "ok": false, "error": self.to_string() });
         if matches!(self, Self::SharedUnavailable) {
             body["applied_locally"] = Value::Bool(true);
+        }
+        if let Self::ReloadInvalid(problems) = &self {
+            body["problems"] = json!(problems);
         }
         let mut response = json_response(self.status(), &body);
         let headers = response.headers_mut();
@@ -96,6 +104,15 @@ impl AdminError {
             _ => {}
         }
         response
+    }
+}
+
+impl From<ReloadRejected> for AdminError {
+    fn from(rejected: ReloadRejected) -> Self {
+        match rejected {
+            ReloadRejected::Unavailable => Self::ReloadUnavailable,
+            ReloadRejected::Invalid(problems) => Self::ReloadInvalid(problems),
+        }
     }
 }
 

@@ -272,14 +272,14 @@ async fn without_a_configured_token_any_caller_may_purge() {
 }
 
 #[tokio::test]
-async fn reload_is_not_available_yet() {
+async fn reload_without_a_config_file_is_not_available() {
     let backend = FakeBackend::ok();
     let request = request(Method::POST, "/reload", Some("Bearer s3cret"), "");
     let (status, _, body) = send(service(&backend, Some(TOKEN)), request).await;
     assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
     assert_eq!(
         body,
-        json!({"ok": false, "error": "reload not available yet"})
+        json!({"ok": false, "error": "reload not available: no config file"})
     );
 }
 

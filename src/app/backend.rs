@@ -6,8 +6,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::admin::{AdminBackend, PurgeRejected, Readiness};
+use std::path::PathBuf;
+
+use crate::admin::{AdminBackend, PurgeRejected, Readiness, ReloadRejected};
 use crate::clock::Clock;
+use crate::config::{self, ConfigError};
 use crate::proxy::ProxyService;
 use crate::purge::{PurgeRequest, SharedPurges};
 use crate::telemetry::metrics::{BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN, SharedScrape};
@@ -21,9 +24,48 @@ pub(super) struct Backend {
     pub(super) stats: Arc<TierStats>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) draining: Arc<AtomicBool>,
+    /// The file `reload` re-reads, and the environment overrides it applies.
+    pub(super) config_path: Option<PathBuf>,
+    pub(super) env: Vec<(String, String)>,
+}
+
+impl Backend {
+    /// Re-reads the config file: a valid one swaps routes, TTLs and key rules for new requests;
+    /// an invalid one changes nothing and every problem is logged and returned.
+    pub(super) fn reload_now(&self) -> Result<(), ReloadRejected> {
+        let Some(path) = &self.config_path else {
+            return Err(ReloadRejected::Unavailable);
+        };
+        match config::load(path, self.env.clone()) {
+            Ok(config) => {
+                self.proxy.reload(&config);
+                tracing::info!(
+                    routes = config.routes.len(),
+                    "config reloaded; listener addresses, tiers and the memory budget change only on restart"
+                );
+                Ok(())
+            }
+            Err(ConfigError::Invalid(problems)) => {
+                for problem in &problems {
+                    tracing::warn!(%problem, "reload rejected; the running config stays");
+                }
+                Err(ReloadRejected::Invalid(
+                    problems.iter().map(ToString::to_string).collect(),
+                ))
+            }
+            Err(error @ ConfigError::Read { .. }) => {
+                tracing::warn!(%error, "reload rejected; the running config stays");
+                Err(ReloadRejected::Invalid(vec![error.to_string()]))
+            }
+        }
+    }
 }
 
 impl AdminBackend for Backend {
+    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<(), ReloadRejected>> + Send + '_>> {
+        Box::pin(async move { self.reload_now() })
+    }
+
     fn purge(
         &self,
         request: PurgeRequest,

@@ -236,7 +236,7 @@ impl Fill {
         );
         // After the decision, which reads `Age` and `CDN-Cache-Control` before they go.
         let origin_tags = clean_response(&mut head.headers);
-        let max = shared.limits.max_object_bytes;
+        let max = shared.settings().limits.max_object_bytes;
         let times = match decision {
             Decision::Store(times)
                 if !stale_stands_in
@@ -366,7 +366,11 @@ impl Fill {
         // L1 at once; the shared tier off the response path (tier errors stop in `Tiered`).
         let mut keys = vec![self.primary];
         if !entry.meta.vary.is_empty() {
-            let variant = variant_fingerprint(&self.shared.hasher, &entry.meta.vary, &self.headers);
+            let variant = variant_fingerprint(
+                &self.shared.settings().hasher,
+                &entry.meta.vary,
+                &self.headers,
+            );
             keys.push(variant_key(&self.primary, &entry.meta.vary, &variant));
         }
         let tiers = &self.shared.tiers;
@@ -395,7 +399,8 @@ impl Fill {
     /// The entry's tags: the origin's (bounded), the route's, and automatic ones made of
     /// fingerprints only.
     fn tags(&self, origin_tags: Vec<String>) -> Vec<String> {
-        let limits = &self.shared.limits;
+        let settings = self.shared.settings();
+        let limits = &settings.limits;
         let route = &self.route;
         let mut tags: Vec<String> = Vec::with_capacity(origin_tags.len() + route.tags.len() + 3);
         let mut dropped = 0usize;

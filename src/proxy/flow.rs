@@ -60,12 +60,15 @@ async fn route_and_serve(
     let target = Target::from_request(request.uri(), request.headers())?;
     let route = Arc::clone(
         shared
+            .settings()
             .routes
             .route(&target.host, &target.path)
             .ok_or(ProxyError::NoRoute)?,
     );
     *routed = Some(Arc::clone(&route));
-    if content_length(request.headers()).is_some_and(|len| len > shared.limits.max_body_bytes) {
+    if content_length(request.headers())
+        .is_some_and(|len| len > shared.settings().limits.max_body_bytes)
+    {
         return Err(ProxyError::BodyTooLarge);
     }
     let client = ClientInfo {
@@ -132,7 +135,10 @@ async fn cached(
     let (parts, _body) = request.into_parts();
     let client_headers = parts.headers;
     let serve = ServeAs::new(&parts.method, &client_headers);
-    let partition = shared.hasher.partition(&route.key_headers, &client_headers);
+    let partition = shared
+        .settings()
+        .hasher
+        .partition(&route.key_headers, &client_headers);
     let primary = CacheKey::build(&route.name, &target, &route.ignore_query_params, &partition);
     let directives = if route.ignore_client_cache_control {
         RequestDirectives::default()
@@ -165,7 +171,7 @@ async fn cached(
             headers: origin_headers(
                 headers,
                 client,
-                &shared.limits.trusted_proxies,
+                &shared.settings().limits.trusted_proxies,
                 &lookup.target,
             ),
             stale,
@@ -233,7 +239,7 @@ async fn cached(
         passing.headers = origin_headers(
             client_headers.clone(),
             client,
-            &shared.limits.trusted_proxies,
+            &shared.settings().limits.trusted_proxies,
             &lookup.target,
         );
         let answer = run_fill(passing, None).await;
@@ -379,7 +385,7 @@ impl Lookup {
         if names.is_empty() {
             return (Some(found), Why::Miss);
         }
-        let variant = variant_fingerprint(&self.shared.hasher, names, request_headers);
+        let variant = variant_fingerprint(&self.shared.settings().hasher, names, request_headers);
         self.key = variant_key(&self.primary, names, &variant);
         match self.find_at(&self.key, now).await {
             Some(found) => (Some(found), Why::Miss),
@@ -474,7 +480,8 @@ impl Lookup {
             // joined: it is this request's answer only if this request selects the same variant.
             FillOutcome::Stored(entry) => {
                 let names = &entry.meta.vary;
-                let variant = variant_fingerprint(&self.shared.hasher, names, request_headers);
+                let variant =
+                    variant_fingerprint(&self.shared.settings().hasher, names, request_headers);
                 let key = variant_key(&self.primary, names, &variant);
                 if let Some(found) = self.find_at(&key, now).await {
                     if found.usability == Usability::Fresh {
@@ -538,12 +545,12 @@ async fn pass(
 ) -> Result<Response<Body>, ProxyError> {
     let (parts, body) = request.into_parts();
     let method = parts.method.clone();
-    let limit = usize::try_from(shared.limits.max_body_bytes).unwrap_or(usize::MAX);
+    let limit = usize::try_from(shared.settings().limits.max_body_bytes).unwrap_or(usize::MAX);
     let body = Limited::new(body, limit).boxed_unsync();
     let headers = origin_headers(
         parts.headers,
         client,
-        &shared.limits.trusted_proxies,
+        &shared.settings().limits.trusted_proxies,
         target,
     );
     let request = origin_request(route, target, method, headers, body)?;
@@ -581,7 +588,7 @@ fn invalidate_after_write(shared: &Shared, route: &Route, target: &Target, respo
         else {
             continue;
         };
-        if let Some(named_route) = shared.routes.route(&named.host, &named.path) {
+        if let Some(named_route) = shared.settings().routes.route(&named.host, &named.path) {
             urls.push(url_fingerprint(
                 &named_route.name,
                 &named,

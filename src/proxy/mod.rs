@@ -17,7 +17,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -74,12 +74,11 @@ pub(crate) struct Limits {
 /// State shared by every request.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) routes: RouteTable,
+    /// What a reload may change, swapped whole for new requests.
+    settings: RwLock<Arc<Settings>>,
     pub(crate) tiers: Tiers,
     pub(crate) origin: OriginClient,
-    pub(crate) hasher: PartitionHasher,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) limits: Limits,
     /// Purge watermarks: checked before every serve.
     pub(crate) watermarks: SharedWatermarks,
     /// Purges the shared tier could not record: numbered by local time in milliseconds and
@@ -105,7 +104,41 @@ pub(crate) struct Shared {
 /// Margin of a lease over the route's timeout: the holder's own deadline passes first.
 const LEASE_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The part of the configuration a reload swaps: routes, key rules and request limits.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) routes: RouteTable,
+    pub(crate) hasher: PartitionHasher,
+    pub(crate) limits: Limits,
+}
+
+impl Settings {
+    fn from_config(config: &Config) -> Self {
+        Self {
+            routes: RouteTable::new(&config.routes),
+            hasher: PartitionHasher::new(config.cache.partition_secret.as_deref()),
+            limits: Limits {
+                max_body_bytes: config.server.max_body_bytes,
+                max_object_bytes: config.cache.max_object_bytes,
+                max_tags_per_entry: config.cache.max_tags_per_entry,
+                max_tag_bytes: config.cache.max_tag_bytes,
+                trusted_proxies: config.server.trusted_proxies.clone(),
+            },
+        }
+    }
+}
+
 impl Shared {
+    /// The current routes, key rules and limits.
+    pub(crate) fn settings(&self) -> Arc<Settings> {
+        Arc::clone(
+            &self
+                .settings
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
     /// How long a fill's cross-instance lease lives: `lease_ttl`, or the route's timeout plus
     /// a margin.
     pub(crate) fn lease_ttl(&self, route: &crate::config::Route) -> std::time::Duration {
@@ -146,6 +179,18 @@ impl Clone for ProxyService {
 }
 
 impl ProxyService {
+    /// Swaps in the routes, key rules and request limits of `config` for new requests
+    /// (requests in flight finish under the old ones). Listeners, tiers and the memory budget
+    /// need a restart.
+    pub fn reload(&self, config: &Config) {
+        let settings = Arc::new(Settings::from_config(config));
+        *self
+            .shared
+            .settings
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = settings;
+    }
+
     /// Builds the service from the validated config, the tiers, a clock, the seed of its
     /// random draws (jitter, early refresh), the cross-instance leases and the instance's
     /// metrics.
@@ -160,18 +205,10 @@ impl ProxyService {
     ) -> Self {
         use rand::SeedableRng as _;
         let shared = Shared {
-            routes: RouteTable::new(&config.routes),
+            settings: RwLock::new(Arc::new(Settings::from_config(config))),
             tiers,
             origin,
-            hasher: PartitionHasher::new(config.cache.partition_secret.as_deref()),
             clock,
-            limits: Limits {
-                max_body_bytes: config.server.max_body_bytes,
-                max_object_bytes: config.cache.max_object_bytes,
-                max_tags_per_entry: config.cache.max_tags_per_entry,
-                max_tag_bytes: config.cache.max_tag_bytes,
-                trusted_proxies: config.server.trusted_proxies.clone(),
-            },
             watermarks: SharedWatermarks::new(),
             local_marks: SharedWatermarks::new(),
             leases,

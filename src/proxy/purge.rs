@@ -60,7 +60,7 @@ impl ProxyService {
     /// [`ResolveError`] for a URL that is malformed or matches no route, an unknown route, or
     /// a partition header no route keys on. Partition values never appear in the message.
     pub fn resolve_purge(&self, target: &PurgeTarget) -> Result<Vec<Selector>, ResolveError> {
-        let shared = &self.shared;
+        let shared = self.shared.settings();
         Ok(match target {
             PurgeTarget::All => vec![Selector::All],
             PurgeTarget::Tags(tags) => tags.iter().cloned().map(Selector::Tag).collect(),
@@ -100,7 +100,8 @@ impl ProxyService {
     /// host selects among host-bound routes.
     fn url_selector(&self, url: &str) -> Result<Selector, &'static str> {
         let uri: Uri = url.parse().map_err(|_| "not a URL")?;
-        let routes = &self.shared.routes;
+        let settings = self.shared.settings();
+        let routes = &settings.routes;
         let (target, route) = if uri.authority().is_some() {
             let target =
                 Target::from_request(&uri, &HeaderMap::new()).map_err(|_| "invalid URL")?;

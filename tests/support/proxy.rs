@@ -103,6 +103,8 @@ pub(crate) struct Options {
     pub(crate) clock: Option<Arc<ManualClock>>,
     /// Runs when the instance lost a fill lease, before it registers for the outcome.
     pub(crate) lease_hook: Option<cachet::coalesce::lease::LeaseHook>,
+    /// The file `/reload` and SIGHUP re-read.
+    pub(crate) config_path: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -182,6 +184,8 @@ impl Proxy {
             clock: Arc::clone(&observed) as Arc<dyn Clock>,
             seed,
             lease_hook: options.lease_hook,
+            config_path: options.config_path,
+            env: Vec::new(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(cachet::run_with(listeners, config, options, async move {
