@@ -2,6 +2,7 @@
 //! them on pre-bound listeners until the shutdown future completes.
 
 mod backend;
+mod warm;
 
 use backend::Backend;
 
@@ -146,6 +147,12 @@ pub async fn run_with(
     };
     let backend = Arc::new(backend);
     let hangups = reload_on_hangup(Arc::clone(&backend));
+    let warming = warm::spawn(
+        proxy.clone(),
+        config.warm.clone(),
+        &config.warm_settings,
+        listeners.proxy.local_addr()?.to_string(),
+    );
     let limits = ServerLimits::from(&config.server);
     let admin = AdminService::new(
         backend,
@@ -170,8 +177,8 @@ pub async fn run_with(
         server::serve(listeners.proxy, proxy, limits, stopped(stop_rx.clone())),
         server::serve(listeners.admin, admin, limits, stopped(stop_rx)),
     );
-    if let Some(hangups) = hangups {
-        hangups.abort();
+    for task in [hangups, warming].into_iter().flatten() {
+        task.abort();
     }
     proxy_result?;
     admin_result?;

@@ -55,9 +55,6 @@ fn warnings(config: &Config) -> Vec<String> {
     if config.cache.tenant_max_share != 1.0 {
         inactive.push("cache.tenant_max_share");
     }
-    if !config.warm.is_empty() {
-        inactive.push("warm");
-    }
     if !inactive.is_empty() {
         warnings.push(format!(
             "not active yet (accepted and validated): {}",

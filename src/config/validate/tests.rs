@@ -338,7 +338,7 @@ fn warnings_name_inactive_keys_and_unkeyed_authorization() {
         [
             "routes[0].key_headers: authorization is a key header but cache.partition_secret \
              is not set; a built-in constant keys the hash",
-            "not active yet (accepted and validated): cache.tenant_max_share, warm",
+            "not active yet (accepted and validated): cache.tenant_max_share",
         ]
     );
     assert!(validate(MINIMAL, Vec::new()).unwrap().warnings.is_empty());
