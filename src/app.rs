@@ -218,7 +218,10 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 /// Memory in front of Redis when `[cache.redis]` is configured. Redis being down is not an
 /// error: the tier connects by itself and the breaker keeps it off the request path meanwhile.
 async fn build_tiers(config: &Config) -> Tiers {
-    let memory = MemoryTier::new(config.cache.memory_max_bytes);
+    let memory = MemoryTier::with_partition_share(
+        config.cache.memory_max_bytes,
+        config.cache.tenant_max_share,
+    );
     let Some(redis) = &config.cache.redis else {
         return Tiers::new(memory, None, TieredOptions::default());
     };

@@ -51,15 +51,5 @@ fn warnings(config: &Config) -> Vec<String> {
             }
         }
     }
-    let mut inactive = Vec::new();
-    if config.cache.tenant_max_share != 1.0 {
-        inactive.push("cache.tenant_max_share");
-    }
-    if !inactive.is_empty() {
-        warnings.push(format!(
-            "not active yet (accepted and validated): {}",
-            inactive.join(", ")
-        ));
-    }
     warnings
 }

@@ -327,7 +327,7 @@ fn hosts_and_cidrs_are_normalized() {
 }
 
 #[test]
-fn warnings_name_inactive_keys_and_unkeyed_authorization() {
+fn warnings_name_unkeyed_authorization() {
     let text = format!(
         "[cache]\ntenant_max_share = 0.5\n[cache.redis]\n{MINIMAL}\
          key_headers = [\"Authorization\"]\n[[warm]]\nurl = \"/api/products/top\"\n"
@@ -338,7 +338,6 @@ fn warnings_name_inactive_keys_and_unkeyed_authorization() {
         [
             "routes[0].key_headers: authorization is a key header but cache.partition_secret \
              is not set; a built-in constant keys the hash",
-            "not active yet (accepted and validated): cache.tenant_max_share",
         ]
     );
     assert!(validate(MINIMAL, Vec::new()).unwrap().warnings.is_empty());
