@@ -86,6 +86,7 @@ fn entry(now: SystemTime, body: &str) -> Arc<Entry> {
             stale_if_error_until: now + MINUTE,
             keep_until: now + MINUTE,
             fetch_duration: Duration::from_millis(5),
+            stale_forbidden: false,
         },
     })
 }

@@ -144,7 +144,13 @@ impl Fill {
     /// not-storable keys as hit-for-miss.
     pub(crate) async fn run(mut self, leader: Option<FillLeader>) -> Answer {
         let answer = self.fetch().await;
-        if let (Some(lease), Some(leases)) = (self.lease.take(), &self.shared.leases) {
+        let leases = self
+            .shared
+            .leases
+            .as_ref()
+            .filter(|_| self.shared.tiers.shared_available());
+        // With the breaker open the lease is left to expire: waiters give up at its deadline.
+        if let (Some(lease), Some(leases)) = (self.lease.take(), leases) {
             // Published after the entry is in Redis (`store` waited for it).
             let outcome = match &answer {
                 Answer::Stored(_) | Answer::Revalidated { stored: true, .. } => {

@@ -305,6 +305,10 @@ impl Lookup {
         let Some(leases) = &self.shared.leases else {
             return Across::Fill(leader, None);
         };
+        if !self.shared.tiers.shared_available() {
+            // The breaker is open: no Redis latency, one fill per key in this process only.
+            return Across::Fill(leader, None);
+        }
         let ttl = self.shared.lease_ttl(&self.route);
         match leases.acquire(&self.key, ttl).await {
             Ok(Some(lease)) => return Across::Fill(leader, Some(lease)),

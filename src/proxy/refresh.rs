@@ -14,7 +14,12 @@ pub(crate) fn spawn(mut fill: Fill) {
     };
     tracing::debug!(key = %fill.key, "background refresh");
     tokio::spawn(async move {
-        if let Some(leases) = fill.shared.leases.clone() {
+        let leases = fill
+            .shared
+            .leases
+            .clone()
+            .filter(|_| fill.shared.tiers.shared_available());
+        if let Some(leases) = leases {
             let ttl = fill.shared.lease_ttl(&fill.route);
             match leases.acquire(&fill.key, ttl).await {
                 Ok(Some(lease)) => fill.lease = Some(lease),

@@ -180,6 +180,12 @@ impl<L1: Tier, L2: Tier> Tiered<L1, L2> {
         }
     }
 
+    /// Whether the shared tier is there and its breaker closed: callers that talk to Redis
+    /// outside this type (fill leases) skip it otherwise, adding no Redis latency.
+    pub fn shared_available(&self) -> bool {
+        self.l2.is_some() && self.stats.breaker_state() == BreakerState::Closed
+    }
+
     /// The switch that allows or stops reads from the shared tier (writes go on).
     pub fn shared_reads(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.shared_reads)

@@ -76,12 +76,17 @@ pub(crate) async fn await_entry_keys(
     keys
 }
 
-/// The `shared_tier` field of `proxy`'s `/readyz` body (`none`, `up` or `down`); `/readyz`
-/// itself must answer 200 whatever the shared tier's state.
-pub(crate) async fn shared_tier_state(proxy: &Proxy) -> String {
+/// `proxy`'s `/readyz` body (`ready`, `shared_tier`, `breaker`); `/readyz` itself must answer
+/// 200 whatever the shared tier's state.
+pub(crate) async fn readiness(proxy: &Proxy) -> serde_json::Value {
     let ready = Client::new(proxy.admin).get("/readyz", &[]).await;
     assert_eq!(ready.status, 200, "/readyz: {ready:?}");
-    let body: serde_json::Value = serde_json::from_slice(&ready.body).expect("a JSON body");
+    serde_json::from_slice(&ready.body).expect("a JSON body")
+}
+
+/// The `shared_tier` field of `/readyz`: `none`, `up` or `down`.
+pub(crate) async fn shared_tier_state(proxy: &Proxy) -> String {
+    let body = readiness(proxy).await;
     body["shared_tier"].as_str().unwrap_or_default().to_owned()
 }
 
