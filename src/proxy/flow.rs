@@ -8,14 +8,12 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::header::{CONTENT_LOCATION, LOCATION};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
-use http_body_util::{BodyExt, Limited};
+use http::{HeaderMap, Method, Request, Response};
 
 use super::error::ProxyError;
 use super::fill::{Answer, Failure, Fill, FillLeader, FillOutcome};
-use super::forward::{content_length, origin_headers, origin_request, streamed};
-use super::headers::{CACHE_STATUS, ClientInfo, clean_response, set_cache_status, strip_for_fill};
+use super::forward::{content_length, origin_headers};
+use super::headers::{CACHE_STATUS, ClientInfo, set_cache_status, strip_for_fill};
 use super::observe::Observed;
 use super::serve::{ServeAs, serve_entry};
 use super::{Body, PeerAddr, Shared, empty, refresh};
@@ -23,12 +21,12 @@ use crate::cache::request::RequestDirectives;
 use crate::cache::vary::{variant_fingerprint, variant_key};
 use crate::cache::{
     CacheKey, CacheStatus, Entry, Partition, Target, Usability, assess, assess_soft_purged,
-    early_refresh_possible, refresh_early, ttl_secs, url_fingerprint,
+    early_refresh_possible, refresh_early, ttl_secs,
 };
 use crate::coalesce::lease::{Lease, LeaseOutcome};
 use crate::coalesce::{Flight, Waited};
 use crate::config::Route;
-use crate::purge::{EntryRef, Selector, Verdict};
+use crate::purge::{EntryRef, Verdict};
 use crate::tiers::Source;
 
 /// How much longer than the route's timeout a follower waits before taking over a fill:
@@ -78,7 +76,7 @@ async fn route_and_serve(
     let response = if matches!(*request.method(), Method::GET | Method::HEAD) {
         cached(shared, Arc::clone(&route), target, client, request).await
     } else {
-        pass(shared, &route, &target, client, request).await?
+        super::pass::pass(shared, &route, &target, client, request).await?
     };
     tracing::debug!(
         route = %route.name,
@@ -537,89 +535,4 @@ impl Lookup {
         };
         failure.to_response(status, self.serve.is_head())
     }
-}
-
-/// Methods other than GET and HEAD: forwarded with their body streamed, never stored.
-async fn pass(
-    shared: &Arc<Shared>,
-    route: &Route,
-    target: &Target,
-    client: ClientInfo,
-    request: Request<Body>,
-) -> Result<Response<Body>, ProxyError> {
-    let (parts, body) = request.into_parts();
-    let method = parts.method.clone();
-    let limit = usize::try_from(shared.settings().limits.max_body_bytes).unwrap_or(usize::MAX);
-    let body = Limited::new(body, limit).boxed_unsync();
-    let headers = origin_headers(
-        parts.headers,
-        client,
-        &shared.settings().limits.trusted_proxies,
-        target,
-    );
-    let request = origin_request(route, target, method, headers, body)?;
-    let unsafe_method = matches!(
-        parts.method,
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    );
-    let response = shared.send_to_origin(route, request).await?;
-    let (mut head, body) = response.into_parts();
-    if unsafe_method && (head.status.is_success() || head.status.is_redirection()) {
-        invalidate_after_write(shared, route, target, &head.headers);
-    }
-    clean_response(&mut head.headers);
-    set_cache_status(&mut head, CacheStatus::Method);
-    Ok(Response::from_parts(
-        head,
-        streamed(Vec::new(), body, route.timeout),
-    ))
-}
-
-/// RFC 9111 §4.4: a successful unsafe request invalidates its target and the same-origin
-/// `Location` and `Content-Location` it names — every partition and variant, on every tier,
-/// through a watermark on their `url:` tag rather than by deleting keys.
-fn invalidate_after_write(shared: &Shared, route: &Route, target: &Target, response: &HeaderMap) {
-    let now = shared.clock.now();
-    let mut urls = vec![url_fingerprint(
-        &route.name,
-        target,
-        &route.ignore_query_params,
-    )];
-    for name in [LOCATION, CONTENT_LOCATION] {
-        let Some(named) = response
-            .get(&name)
-            .and_then(|v| same_origin_target(v, target))
-        else {
-            continue;
-        };
-        if let Some(named_route) = shared.settings().routes.route(&named.host, &named.path) {
-            urls.push(url_fingerprint(
-                &named_route.name,
-                &named,
-                &named_route.ignore_query_params,
-            ));
-        }
-    }
-    for url in urls {
-        shared
-            .watermarks
-            .purge(Selector::tag(format!("url:{url}")), false, now);
-    }
-    tracing::debug!(route = %route.name, "stored responses invalidated after a write");
-}
-
-/// The normalized target a `Location`-like field names, when it is on the request's own
-/// origin: an absolute path, or an absolute URI with the same authority.
-fn same_origin_target(value: &HeaderValue, request: &Target) -> Option<Target> {
-    let uri: Uri = value.to_str().ok()?.trim().parse().ok()?;
-    if uri.authority().is_none() && !uri.path().starts_with('/') {
-        return None;
-    }
-    let mut host = HeaderMap::new();
-    host.insert(
-        http::header::HOST,
-        HeaderValue::from_str(&request.authority).ok()?,
-    );
-    let named = Target::from_request(&uri, &host).ok()?;
-    (named.authority == request.authority).then_some(named)
 }

@@ -8,6 +8,7 @@ mod forward;
 mod headers;
 mod observe;
 mod origin;
+mod pass;
 mod purge;
 mod refresh;
 mod router;
