@@ -274,6 +274,10 @@ async fn shared_tier_figures_are_scraped() {
     assert!(value(&on_a, &ops("miss")) >= 1.0);
     assert_eq!(value(&on_a, &ops("hit")), 0.0);
     assert_eq!(value(&on_b, &ops("hit")), 1.0);
+    // Every shared-tier read is timed: the L2 latency is sum / count.
+    let timed = value(&on_b, "cachet_shared_tier_gets_timed_total");
+    assert!(timed >= 1.0, "{timed}");
+    assert!(value(&on_b, "cachet_shared_tier_get_microseconds_total") > 0.0);
     for samples in [&on_a, &on_b] {
         assert_eq!(value(samples, "cachet_shared_tier_up"), 1.0);
         assert_eq!(value(samples, "cachet_breaker_state"), 0.0);

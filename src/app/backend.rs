@@ -133,6 +133,8 @@ impl AdminBackend for Backend {
                     writes_dropped: total(&stats.dropped_writes),
                     corrupt_blobs: total(&stats.corrupt_blobs),
                     epoch_clears: total(&stats.epoch_clears),
+                    get_micros: total(&stats.l2_get_micros),
+                    gets_timed: total(&stats.l2_gets_timed),
                 }
             });
             self.proxy.metrics().render(&scrape)

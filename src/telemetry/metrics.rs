@@ -58,6 +58,11 @@ pub const L2_WRITES_DROPPED_TOTAL: &str = "cachet_l2_writes_dropped_total";
 pub const CORRUPT_BLOBS_TOTAL: &str = "cachet_corrupt_blobs_total";
 /// Times the memory tier was cleared because the shared tier lost its data.
 pub const EPOCH_CLEARS_TOTAL: &str = "cachet_epoch_clears_total";
+/// Time spent in shared-tier reads, in microseconds; with [`SHARED_GETS_TIMED_TOTAL`] it gives
+/// the average L2 read latency (`rate(sum) / rate(count)`).
+pub const SHARED_GET_MICROSECONDS_TOTAL: &str = "cachet_shared_tier_get_microseconds_total";
+/// Shared-tier reads timed in [`SHARED_GET_MICROSECONDS_TOTAL`].
+pub const SHARED_GETS_TIMED_TOTAL: &str = "cachet_shared_tier_gets_timed_total";
 /// Admin purges applied (on this instance at least), by selector kind.
 pub const PURGES_TOTAL: &str = "cachet_purges_total";
 /// Purge watermarks held (selectors with a mark).
@@ -173,6 +178,8 @@ pub struct SharedScrape {
     pub writes_dropped: u64,
     pub corrupt_blobs: u64,
     pub epoch_clears: u64,
+    pub get_micros: u64,
+    pub gets_timed: u64,
 }
 
 /// One instance's metrics. Cloning is cheap and shares the registry.
@@ -200,6 +207,8 @@ struct Inner {
     writes_dropped: Counter,
     corrupt_blobs: Counter,
     epoch_clears: Counter,
+    get_micros: Counter,
+    gets_timed: Counter,
     purges: Family<PurgeLabels, Counter>,
     watermarks: Gauge<i64, AtomicI64>,
 }
@@ -255,6 +264,8 @@ impl Metrics {
             writes_dropped: Counter::default(),
             corrupt_blobs: Counter::default(),
             epoch_clears: Counter::default(),
+            get_micros: Counter::default(),
+            gets_timed: Counter::default(),
             purges: Family::default(),
             watermarks: Gauge::default(),
         };
@@ -378,6 +389,8 @@ impl Metrics {
         raise_to(&inner.writes_dropped, shared.writes_dropped);
         raise_to(&inner.corrupt_blobs, shared.corrupt_blobs);
         raise_to(&inner.epoch_clears, shared.epoch_clears);
+        raise_to(&inner.get_micros, shared.get_micros);
+        raise_to(&inner.gets_timed, shared.gets_timed);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &inner.registry);
@@ -467,6 +480,16 @@ impl Inner {
             counter_name(EPOCH_CLEARS_TOTAL),
             "Memory tier clears after the shared tier lost its data",
             self.epoch_clears.clone(),
+        );
+        r.register(
+            counter_name(SHARED_GET_MICROSECONDS_TOTAL),
+            "Time spent in shared tier reads, microseconds",
+            self.get_micros.clone(),
+        );
+        r.register(
+            counter_name(SHARED_GETS_TIMED_TOTAL),
+            "Shared tier reads timed",
+            self.gets_timed.clone(),
         );
         r.register(
             counter_name(PURGES_TOTAL),

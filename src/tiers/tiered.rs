@@ -39,6 +39,9 @@ pub struct TierStats {
     pub corrupt_blobs: AtomicU64,
     /// Times the memory tier was cleared because the shared tier lost its data.
     pub epoch_clears: AtomicU64,
+    /// Time spent in shared-tier reads (microseconds), and how many were timed.
+    pub l2_get_micros: AtomicU64,
+    pub l2_gets_timed: AtomicU64,
     breaker: AtomicU8,
 }
 
@@ -218,7 +221,13 @@ impl<L1: Tier, L2: Tier> Tiered<L1, L2> {
         if !self.shared_reads.load(Ordering::Acquire) || !shared.allow() {
             return None;
         }
+        let started = Instant::now();
         let result = shared.tier.get(key).await;
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.stats
+            .l2_get_micros
+            .fetch_add(micros, Ordering::Relaxed);
+        TierStats::bump(&self.stats.l2_gets_timed);
         shared.record(key, "get", &result);
         let Ok(Some(entry)) = result else {
             if matches!(result, Ok(None)) {
