@@ -277,31 +277,3 @@ fn metrics_response(text: String) -> Response<Full<Bytes>> {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
-
-/// A placeholder backend until purges are wired: reports ready without a shared tier and
-/// answers every purge with [`PurgeRejected::SharedUnavailable`].
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoopBackend;
-
-impl AdminBackend for NoopBackend {
-    fn purge(
-        &self,
-        _request: PurgeRequest,
-    ) -> Pin<Box<dyn Future<Output = Result<u64, PurgeRejected>> + Send + '_>> {
-        Box::pin(std::future::ready(Err(PurgeRejected::SharedUnavailable)))
-    }
-
-    fn readiness(&self) -> Readiness {
-        Readiness {
-            ready: true,
-            shared_tier: "none",
-            breaker: "none",
-        }
-    }
-
-    fn metrics(&self) -> Pin<Box<dyn Future<Output = String> + Send + '_>> {
-        // An empty OpenMetrics exposition.
-        Box::pin(std::future::ready("# EOF\n".to_owned()))
-    }
-}

@@ -47,7 +47,7 @@ const MIN_REVALIDATION_KEEP: Duration = Duration::from_secs(60);
 const MAX_REVALIDATION_KEEP: Duration = Duration::from_secs(24 * 3600);
 
 /// RFC 9213: directives for CDNs and reverse proxies, taking precedence over Cache-Control.
-const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+pub const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
 
 /// Statuses `default_ttl` applies to: successful and permanent-redirect answers that are
 /// cacheable by default (RFC 9110 §15.1). Error statuses are stored only when the origin marks

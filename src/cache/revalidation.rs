@@ -5,11 +5,6 @@ use http::header::{self, HeaderMap, HeaderName};
 
 use super::entry::Entry;
 
-/// Whether the entry can be validated at all.
-pub fn has_validator(entry: &Entry) -> bool {
-    entry.headers.contains_key(header::ETAG) || entry.headers.contains_key(header::LAST_MODIFIED)
-}
-
 /// Adds `If-None-Match` / `If-Modified-Since` from the entry's validators (§4.3.1) to a fill's
 /// headers; returns whether any was added.
 pub fn add_conditionals(entry: &Entry, request: &mut HeaderMap) -> bool {

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::Body;
-use super::origin::OriginError;
+use super::origin::{OriginError, OriginFault};
 use crate::cache::TargetError;
 
 /// Every way a client request can fail.
@@ -39,11 +39,9 @@ impl ProxyError {
             Self::BodyTooLarge | Self::Origin(OriginError::RequestBody(_)) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
             }
-            Self::Origin(OriginError::Connect(_)) => {
-                (StatusCode::BAD_GATEWAY, "origin unreachable")
-            }
-            Self::Origin(OriginError::Exchange(_)) => (StatusCode::BAD_GATEWAY, "origin failed"),
-            Self::Origin(OriginError::Timeout) => (StatusCode::GATEWAY_TIMEOUT, "origin timed out"),
+            Self::Origin(OriginError::Connect(_)) => OriginFault::Connect.status_and_message(),
+            Self::Origin(OriginError::Exchange(_)) => OriginFault::Exchange.status_and_message(),
+            Self::Origin(OriginError::Timeout) => OriginFault::Timeout.status_and_message(),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
         }
     }
@@ -57,16 +55,37 @@ impl ProxyError {
             }
             s => tracing::debug!(error = %self, status = s.as_u16(), "request refused"),
         }
-        let body = serde_json::json!({ "error": message }).to_string();
-        let mut response = Response::new(super::full(Bytes::from(body)));
-        *response.status_mut() = status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
+        error_response(status, message)
     }
+}
+
+impl OriginFault {
+    /// The status and short message of an origin fault: 502 or 504.
+    pub(crate) fn status_and_message(self) -> (StatusCode, &'static str) {
+        match self {
+            Self::Connect => (StatusCode::BAD_GATEWAY, "origin unreachable"),
+            Self::Exchange => (StatusCode::BAD_GATEWAY, "origin failed"),
+            Self::Timeout => (StatusCode::GATEWAY_TIMEOUT, "origin timed out"),
+        }
+    }
+
+    /// The answer every waiter of a failed fill gets; the fill logged the fault once.
+    pub(crate) fn response(self) -> Response<Body> {
+        let (status, message) = self.status_and_message();
+        error_response(status, message)
+    }
+}
+
+/// A short JSON error body, never cached downstream.
+fn error_response(status: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": message }).to_string();
+    let mut response = Response::new(super::full(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 
 use super::forward::{content_length, origin_request, streamed};
 use super::headers::{clean_response, remove_hop_by_hop, set_cache_status};
-use super::origin::OriginError;
-use super::{Body, ProxyError, Shared, empty, full};
+use super::origin::{OriginError, OriginFault};
+use super::{Body, Settings, Shared, empty, full};
 use crate::cache::revalidation::{add_conditionals, merge_not_modified};
 use crate::cache::vary::{VaryRule, variant_fingerprint, variant_key};
 use crate::cache::{
@@ -44,9 +44,8 @@ pub(crate) type FillLeader = LeaderGuard<CacheKey, FillOutcome>;
 /// How the origin failed; shared, so every waiter answers the same.
 #[derive(Debug, Clone)]
 pub(crate) enum Failure {
-    Connect,
-    Timeout,
-    Exchange,
+    /// No usable response came.
+    Origin(OriginFault),
     /// A 5xx answer, buffered so that every waiter can be given it.
     Status(Arc<Buffered>),
 }
@@ -64,7 +63,7 @@ impl Failure {
     pub(crate) fn fwd_status(&self) -> Option<u16> {
         match self {
             Self::Status(buffered) => Some(buffered.status.as_u16()),
-            Self::Connect | Self::Timeout | Self::Exchange => None,
+            Self::Origin(_) => None,
         }
     }
 
@@ -82,13 +81,7 @@ impl Failure {
                 *response.headers_mut() = buffered.headers.clone();
                 response
             }
-            Self::Connect => {
-                ProxyError::Origin(OriginError::Connect("connect failed".into())).into_response()
-            }
-            Self::Exchange => {
-                ProxyError::Origin(OriginError::Exchange("exchange failed".into())).into_response()
-            }
-            Self::Timeout => ProxyError::Origin(OriginError::Timeout).into_response(),
+            Self::Origin(fault) => fault.response(),
         };
         set_cache_status(&mut response, status);
         response
@@ -97,12 +90,13 @@ impl Failure {
 
 impl From<OriginError> for Failure {
     fn from(error: OriginError) -> Self {
-        tracing::debug!(%error, source = ?std::error::Error::source(&error), "fill failed");
-        match error {
-            OriginError::Connect(_) => Self::Connect,
-            OriginError::Timeout => Self::Timeout,
-            OriginError::Exchange(_) | OriginError::RequestBody(_) => Self::Exchange,
-        }
+        // Logged here, once per fill: every waiter shares the failure without logging it.
+        tracing::warn!(%error, source = ?std::error::Error::source(&error), "fill failed");
+        Self::Origin(match error {
+            OriginError::Connect(_) => OriginFault::Connect,
+            OriginError::Timeout => OriginFault::Timeout,
+            OriginError::Exchange(_) | OriginError::RequestBody(_) => OriginFault::Exchange,
+        })
     }
 }
 
@@ -122,6 +116,8 @@ pub(crate) enum Answer {
 /// One origin fetch for a key.
 pub(crate) struct Fill {
     pub(crate) shared: Arc<Shared>,
+    /// The snapshot of routes, key rules and limits of the request that started the fill.
+    pub(crate) settings: Arc<Settings>,
     pub(crate) route: Arc<Route>,
     pub(crate) target: Target,
     pub(crate) partition: Partition,
@@ -197,7 +193,7 @@ impl Fill {
             Ok(request) => request,
             Err(error) => {
                 tracing::error!(%error, route = %route.name, "cannot build origin request");
-                return Answer::Failed(Failure::Exchange);
+                return Answer::Failed(Failure::Origin(OriginFault::Exchange));
             }
         };
         let request_time = shared.clock.now();
@@ -242,7 +238,7 @@ impl Fill {
         );
         // After the decision, which reads `Age` and `CDN-Cache-Control` before they go.
         let origin_tags = clean_response(&mut head.headers);
-        let max = shared.settings().limits.max_object_bytes;
+        let max = self.settings.limits.max_object_bytes;
         let times = match decision {
             Decision::Store(times)
                 if !stale_stands_in
@@ -286,7 +282,7 @@ impl Fill {
             VaryRule::Headers(names) => names,
             VaryRule::None => Vec::new(),
             // `decide` refuses `Vary: *`.
-            VaryRule::Never => return Answer::Failed(Failure::Exchange),
+            VaryRule::Never => return Answer::Failed(Failure::Origin(OriginFault::Exchange)),
         };
         let meta = EntryMeta {
             path: self.target.path.clone(),
@@ -372,11 +368,8 @@ impl Fill {
         // L1 at once; the shared tier off the response path (tier errors stop in `Tiered`).
         let mut keys = vec![self.primary];
         if !entry.meta.vary.is_empty() {
-            let variant = variant_fingerprint(
-                &self.shared.settings().hasher,
-                &entry.meta.vary,
-                &self.headers,
-            );
+            let variant =
+                variant_fingerprint(&self.settings.hasher, &entry.meta.vary, &self.headers);
             keys.push(variant_key(&self.primary, &entry.meta.vary, &variant));
         }
         let tiers = &self.shared.tiers;
@@ -405,8 +398,7 @@ impl Fill {
     /// The entry's tags: the origin's (bounded), the route's, and automatic ones made of
     /// fingerprints only.
     fn tags(&self, origin_tags: Vec<String>) -> Vec<String> {
-        let settings = self.shared.settings();
-        let limits = &settings.limits;
+        let limits = &self.settings.limits;
         let route = &self.route;
         let mut tags: Vec<String> = Vec::with_capacity(origin_tags.len() + route.tags.len() + 3);
         let mut dropped = 0usize;

@@ -13,10 +13,10 @@ use http::{HeaderMap, Method, Request, Response};
 use super::error::ProxyError;
 use super::fill::{Answer, Failure, Fill, FillLeader, FillOutcome};
 use super::forward::{content_length, origin_headers};
-use super::headers::{CACHE_STATUS, ClientInfo, set_cache_status, strip_for_fill};
+use super::headers::{ClientInfo, set_cache_status, strip_for_fill};
 use super::observe::Observed;
 use super::serve::{ServeAs, serve_entry};
-use super::{Body, PeerAddr, Shared, empty, refresh};
+use super::{Body, PeerAddr, Settings, Shared, empty, refresh};
 use crate::cache::request::RequestDirectives;
 use crate::cache::vary::{variant_fingerprint, variant_key};
 use crate::cache::{
@@ -35,15 +35,12 @@ const FOLLOWER_MARGIN: Duration = Duration::from_secs(1);
 
 /// Handles one client request; every failure becomes a response here.
 pub(super) async fn handle(shared: &Arc<Shared>, request: Request<Body>) -> Response<Body> {
-    let method = request.method().clone();
     let observed = Observed::begin(shared, &request);
     let mut routed = None;
     let response = match route_and_serve(shared, request, &mut routed).await {
         Ok(response) => response,
-        Err(error) => {
-            tracing::debug!(%method, error = %error, "answered with an error");
-            error.into_response()
-        }
+        // `into_response` logs it, once.
+        Err(error) => error.into_response(),
     };
     observed.finish(shared, routed.as_deref(), &response);
     response
@@ -56,40 +53,43 @@ async fn route_and_serve(
     routed: &mut Option<Arc<Route>>,
 ) -> Result<Response<Body>, ProxyError> {
     let target = Target::from_request(request.uri(), request.headers())?;
+    // One snapshot per request: a reload in flight never mixes two sets of rules in one answer.
+    let settings = shared.settings();
     let route = Arc::clone(
-        shared
-            .settings()
+        settings
             .routes
             .route(&target.host, &target.path)
             .ok_or(ProxyError::NoRoute)?,
     );
     *routed = Some(Arc::clone(&route));
-    if content_length(request.headers())
-        .is_some_and(|len| len > shared.settings().limits.max_body_bytes)
-    {
+    if content_length(request.headers()).is_some_and(|len| len > settings.limits.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge);
     }
     let client = ClientInfo {
         peer: request.extensions().get::<PeerAddr>().map(|addr| addr.ip()),
         version: request.version(),
     };
-    let response = if matches!(*request.method(), Method::GET | Method::HEAD) {
-        cached(shared, Arc::clone(&route), target, client, request).await
+    // The access log (`observe`) records every answer; nothing more to log here.
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        Ok(cached(
+            shared,
+            settings,
+            Arc::clone(&route),
+            target,
+            client,
+            request,
+        )
+        .await)
     } else {
-        super::pass::pass(shared, &route, &target, client, request).await?
-    };
-    tracing::debug!(
-        route = %route.name,
-        status = response.status().as_u16(),
-        cache = response.headers().get(CACHE_STATUS).and_then(|v| v.to_str().ok()).unwrap_or(""),
-        "served"
-    );
-    Ok(response)
+        super::pass::pass(shared, &settings, &route, &target, client, request).await
+    }
 }
 
 /// One cacheable request on its way through lookup and fill.
 struct Lookup {
     shared: Arc<Shared>,
+    /// The request's snapshot of routes, key rules and limits.
+    settings: Arc<Settings>,
     route: Arc<Route>,
     target: Target,
     partition: Partition,
@@ -125,6 +125,7 @@ enum Why {
 /// GET and HEAD.
 async fn cached(
     shared: &Arc<Shared>,
+    settings: Arc<Settings>,
     route: Arc<Route>,
     target: Target,
     client: ClientInfo,
@@ -133,8 +134,7 @@ async fn cached(
     let (parts, _body) = request.into_parts();
     let client_headers = parts.headers;
     let serve = ServeAs::new(&parts.method, &client_headers);
-    let partition = shared
-        .settings()
+    let partition = settings
         .hasher
         .partition(&route.key_headers, &client_headers);
     let primary = CacheKey::build(&route.name, &target, &route.ignore_query_params, &partition);
@@ -145,6 +145,7 @@ async fn cached(
     };
     let mut lookup = Lookup {
         shared: Arc::clone(shared),
+        settings,
         route,
         target,
         partition,
@@ -161,6 +162,7 @@ async fn cached(
         strip_for_fill(&mut headers);
         Fill {
             shared: Arc::clone(shared),
+            settings: Arc::clone(&lookup.settings),
             route: Arc::clone(&lookup.route),
             target: lookup.target.clone(),
             partition: lookup.partition.clone(),
@@ -169,7 +171,7 @@ async fn cached(
             headers: origin_headers(
                 headers,
                 client,
-                &shared.settings().limits.trusted_proxies,
+                &lookup.settings.limits.trusted_proxies,
                 &lookup.target,
             ),
             stale,
@@ -237,7 +239,7 @@ async fn cached(
         passing.headers = origin_headers(
             client_headers.clone(),
             client,
-            &shared.settings().limits.trusted_proxies,
+            &lookup.settings.limits.trusted_proxies,
             &lookup.target,
         );
         let answer = run_fill(passing, None).await;
@@ -363,7 +365,7 @@ impl Lookup {
             .stored_at
             .checked_sub(entry.times.fetch_duration);
         let local = EntryRef {
-            seq: fill_started.map(super::purge::unix_ms).unwrap_or_default(),
+            seq: fill_started.map(crate::purge::unix_ms).unwrap_or_default(),
             ..shared
         };
         match (
@@ -387,7 +389,7 @@ impl Lookup {
         if names.is_empty() {
             return (Some(found), Why::Miss);
         }
-        let variant = variant_fingerprint(&self.shared.settings().hasher, names, request_headers);
+        let variant = variant_fingerprint(&self.settings.hasher, names, request_headers);
         self.key = variant_key(&self.primary, names, &variant);
         match self.find_at(&self.key, now).await {
             Some(found) => (Some(found), Why::Miss),
@@ -482,8 +484,7 @@ impl Lookup {
             // joined: it is this request's answer only if this request selects the same variant.
             FillOutcome::Stored(entry) => {
                 let names = &entry.meta.vary;
-                let variant =
-                    variant_fingerprint(&self.shared.settings().hasher, names, request_headers);
+                let variant = variant_fingerprint(&self.settings.hasher, names, request_headers);
                 let key = variant_key(&self.primary, names, &variant);
                 if let Some(found) = self.find_at(&key, now).await {
                     if found.usability == Usability::Fresh {

@@ -8,14 +8,13 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Extensions, HeaderMap, Version};
 use ipnet::IpNet;
 
+use crate::cache::policy::CDN_CACHE_CONTROL;
 use crate::cache::{CacheStatus, Target};
 
 /// Origin tag header, space separated (Fastly style).
 pub(crate) const SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
 /// Origin tag header, comma separated (Cloudflare style).
 pub(crate) const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
-/// RFC 9213: consumed by Cachet, never forwarded.
-pub(crate) const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
 /// RFC 9211.
 pub(crate) const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

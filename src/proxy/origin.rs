@@ -31,6 +31,14 @@ pub enum OriginError {
     RequestBody(#[source] BoxError),
 }
 
+/// An origin fault without its cause: what a failed fill shares with its waiters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OriginFault {
+    Connect,
+    Timeout,
+    Exchange,
+}
+
 /// Idle keep-alive connections are closed after this; origins commonly close at 60-120s.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// TCP connect deadline, under any sensible route timeout.

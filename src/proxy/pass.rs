@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Limited};
 use super::error::ProxyError;
 use super::forward::{origin_headers, origin_request, streamed};
 use super::headers::{ClientInfo, clean_response, set_cache_status};
-use super::{Body, Shared};
+use super::{Body, Settings, Shared};
 use crate::cache::{CacheStatus, Target, url_fingerprint};
 use crate::config::Route;
 use crate::purge::Selector;
@@ -18,6 +18,7 @@ use crate::purge::Selector;
 /// Methods other than GET and HEAD: forwarded with their body streamed, never stored.
 pub(super) async fn pass(
     shared: &Arc<Shared>,
+    settings: &Settings,
     route: &Route,
     target: &Target,
     client: ClientInfo,
@@ -25,12 +26,12 @@ pub(super) async fn pass(
 ) -> Result<Response<Body>, ProxyError> {
     let (parts, body) = request.into_parts();
     let method = parts.method.clone();
-    let limit = usize::try_from(shared.settings().limits.max_body_bytes).unwrap_or(usize::MAX);
+    let limit = usize::try_from(settings.limits.max_body_bytes).unwrap_or(usize::MAX);
     let body = Limited::new(body, limit).boxed_unsync();
     let headers = origin_headers(
         parts.headers,
         client,
-        &shared.settings().limits.trusted_proxies,
+        &settings.limits.trusted_proxies,
         target,
     );
     let request = origin_request(route, target, method, headers, body)?;
@@ -41,7 +42,7 @@ pub(super) async fn pass(
     let response = shared.send_to_origin(route, request).await?;
     let (mut head, body) = response.into_parts();
     if unsafe_method && (head.status.is_success() || head.status.is_redirection()) {
-        invalidate_after_write(shared, route, target, &head.headers);
+        invalidate_after_write(shared, settings, route, target, &head.headers);
     }
     clean_response(&mut head.headers);
     set_cache_status(&mut head, CacheStatus::Method);
@@ -54,7 +55,13 @@ pub(super) async fn pass(
 /// RFC 9111 §4.4: a successful unsafe request invalidates its target and the same-origin
 /// `Location` and `Content-Location` it names — every partition and variant, on every tier,
 /// through a watermark on their `url:` tag rather than by deleting keys.
-fn invalidate_after_write(shared: &Shared, route: &Route, target: &Target, response: &HeaderMap) {
+fn invalidate_after_write(
+    shared: &Shared,
+    settings: &Settings,
+    route: &Route,
+    target: &Target,
+    response: &HeaderMap,
+) {
     let now = shared.clock.now();
     let mut urls = vec![url_fingerprint(
         &route.name,
@@ -68,7 +75,7 @@ fn invalidate_after_write(shared: &Shared, route: &Route, target: &Target, respo
         else {
             continue;
         };
-        if let Some(named_route) = shared.settings().routes.route(&named.host, &named.path) {
+        if let Some(named_route) = settings.routes.route(&named.host, &named.path) {
             urls.push(url_fingerprint(
                 &named_route.name,
                 &named,

@@ -1,14 +1,14 @@
 //! Turning the admin API's purge targets into watermark selectors: URLs routed and normalized
 //! exactly as requests are, partition values fingerprinted exactly as keys are.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use http::header::{HOST, HeaderName, HeaderValue};
 use http::{HeaderMap, Uri};
 
-use super::ProxyService;
+use super::{ProxyService, RouteTable};
 use crate::cache::{Target, url_fingerprint};
-use crate::purge::{PurgeTarget, Selector, SharedWatermarks};
+use crate::purge::{PurgeTarget, Selector, SharedWatermarks, unix_ms};
 
 /// A purge target naming something the proxy does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,13 +60,13 @@ impl ProxyService {
     /// [`ResolveError`] for a URL that is malformed or matches no route, an unknown route, or
     /// a partition header no route keys on. Partition values never appear in the message.
     pub fn resolve_purge(&self, target: &PurgeTarget) -> Result<Vec<Selector>, ResolveError> {
-        let shared = self.shared.settings();
+        let settings = self.shared.settings();
         Ok(match target {
             PurgeTarget::All => vec![Selector::All],
             PurgeTarget::Tags(tags) => tags.iter().cloned().map(Selector::Tag).collect(),
             PurgeTarget::Prefix(prefix) => vec![Selector::prefix(prefix.clone())],
             PurgeTarget::Route(name) => {
-                let route = shared
+                let route = settings
                     .routes
                     .by_name(name)
                     .ok_or_else(|| invalid("route", "no such route"))?;
@@ -76,7 +76,7 @@ impl ProxyService {
                 .iter()
                 .enumerate()
                 .map(|(i, url)| {
-                    self.url_selector(url)
+                    url_selector(&settings.routes, url)
                         .map_err(|message| invalid(format!("urls[{i}]"), message))
                 })
                 .collect::<Result<_, _>>()?,
@@ -86,49 +86,37 @@ impl ProxyService {
                     let field = format!("partition.{name}");
                     let header = HeaderName::from_bytes(name.as_bytes())
                         .map_err(|_| invalid(&field, "not a header name"))?;
-                    if !shared.routes.has_key_header(&header) {
+                    if !settings.routes.has_key_header(&header) {
                         return Err(invalid(&field, "no route keys on this header"));
                     }
-                    let fingerprint = shared.hasher.fingerprint(&header, &[value.as_bytes()]);
+                    let fingerprint = settings.hasher.fingerprint(&header, &[value.as_bytes()]);
                     Ok(Selector::tag(format!("part:{header}:{fingerprint}")))
                 })
                 .collect::<Result<_, _>>()?,
         })
     }
-
-    /// `url:` selector of one purge URL: an absolute path, or an absolute `http(s)` URL whose
-    /// host selects among host-bound routes.
-    fn url_selector(&self, url: &str) -> Result<Selector, &'static str> {
-        let uri: Uri = url.parse().map_err(|_| "not a URL")?;
-        let settings = self.shared.settings();
-        let routes = &settings.routes;
-        let (target, route) = if uri.authority().is_some() {
-            let target =
-                Target::from_request(&uri, &HeaderMap::new()).map_err(|_| "invalid URL")?;
-            let route = routes
-                .route(&target.host, &target.path)
-                .ok_or("no route matches this URL")?;
-            (target, route)
-        } else {
-            let mut host = HeaderMap::new();
-            // Any host: the `url:` fingerprint does not include it.
-            host.insert(HOST, HeaderValue::from_static("purge.invalid"));
-            let target = Target::from_request(&uri, &host).map_err(|_| "invalid URL path")?;
-            let route = routes
-                .route_for_path(&target.path)
-                .ok_or("no route matches this path")?;
-            (target, route)
-        };
-        let fingerprint = url_fingerprint(&route.name, &target, &route.ignore_query_params);
-        Ok(Selector::tag(format!("url:{fingerprint}")))
-    }
 }
 
-/// Milliseconds since the Unix epoch: the sequence of local-only purges.
-pub(crate) fn unix_ms(time: SystemTime) -> u64 {
-    let ms = time
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default();
-    u64::try_from(ms).unwrap_or(u64::MAX)
+/// `url:` selector of one purge URL: an absolute path, or an absolute `http(s)` URL whose host
+/// selects among host-bound routes.
+fn url_selector(routes: &RouteTable, url: &str) -> Result<Selector, &'static str> {
+    let uri: Uri = url.parse().map_err(|_| "not a URL")?;
+    let (target, route) = if uri.authority().is_some() {
+        let target = Target::from_request(&uri, &HeaderMap::new()).map_err(|_| "invalid URL")?;
+        let route = routes
+            .route(&target.host, &target.path)
+            .ok_or("no route matches this URL")?;
+        (target, route)
+    } else {
+        let mut host = HeaderMap::new();
+        // Any host: the `url:` fingerprint does not include it.
+        host.insert(HOST, HeaderValue::from_static("purge.invalid"));
+        let target = Target::from_request(&uri, &host).map_err(|_| "invalid URL path")?;
+        let route = routes
+            .route_for_path(&target.path)
+            .ok_or("no route matches this path")?;
+        (target, route)
+    };
+    let fingerprint = url_fingerprint(&route.name, &target, &route.ignore_query_params);
+    Ok(Selector::tag(format!("url:{fingerprint}")))
 }

@@ -10,6 +10,7 @@ pub mod watermarks;
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use sync::SharedPurges;
 pub use watermarks::{Mark, SharedWatermarks, Verdict, Watermarks};
@@ -129,6 +130,16 @@ impl PurgeTarget {
             Self::All => "all",
         }
     }
+}
+
+/// Milliseconds since the Unix epoch: the time index of shared watermarks and the sequence of
+/// local-only purges.
+pub fn unix_ms(time: SystemTime) -> u64 {
+    let ms = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    u64::try_from(ms).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -12,11 +12,11 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::broadcast;
 
-use super::{Selector, SharedWatermarks};
+use super::{Selector, SharedWatermarks, unix_ms};
 use crate::tiers::{PubSub, PubSubEvent, RedisTier, TierError};
 
 /// `KEYS`: counter, marks hash, time index. `ARGV`: highest known seq, now (ms), channel, then
@@ -269,12 +269,6 @@ fn parse_message(payload: &[u8]) -> Option<(u64, Selector, bool)> {
     let (seq, field) = text.split_once(' ')?;
     let (selector, soft) = parse_field(field)?;
     Some((seq.parse().ok()?, selector, soft))
-}
-
-fn unix_ms(time: SystemTime) -> u128 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

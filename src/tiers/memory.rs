@@ -109,12 +109,6 @@ impl MemoryTier {
         }
     }
 
-    /// Bytes held by `partition` (as far as moka has reported removals).
-    pub fn partition_bytes(&self, partition: &Fingerprint) -> u64 {
-        let usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        usage.get(partition).copied().unwrap_or_default()
-    }
-
     /// Bytes currently held (moka's weighted size; eventually consistent).
     pub fn weighted_size(&self) -> u64 {
         self.cache.weighted_size()

@@ -50,11 +50,6 @@ impl PubSub {
     pub fn is_subscribed(&self) -> bool {
         *self.subscribed.borrow()
     }
-
-    /// Notified when the subscription goes up or down.
-    pub fn subscription_changes(&self) -> watch::Receiver<bool> {
-        self.subscribed.clone()
-    }
 }
 
 async fn run(
