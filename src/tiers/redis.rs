@@ -354,13 +354,21 @@ impl Inner {
         }
     }
 
-    fn spawn_delete(self: &Arc<Self>, redis_key: String) {
+    /// Deletes `blob` at `redis_key` unless it was replaced meanwhile: the fill that follows a
+    /// corrupt read may already have written a good blob there.
+    fn spawn_delete(self: &Arc<Self>, redis_key: String, blob: Vec<u8>) {
         let inner = Arc::clone(self);
         tokio::spawn(async move {
+            let script = redis::Script::new(DELETE_IF_UNCHANGED);
             let deleted = inner
                 .run(async {
                     let mut conn = inner.connection()?;
-                    query::<i64>(redis::cmd("DEL").arg(&redis_key), &mut conn).await
+                    let mut invocation = script.key(&redis_key);
+                    invocation.arg(blob.as_slice());
+                    invocation
+                        .invoke_async::<i64>(&mut conn)
+                        .await
+                        .map_err(connection::classify)
                 })
                 .await;
             if let Err(error) = deleted {
@@ -369,6 +377,10 @@ impl Inner {
         });
     }
 }
+
+/// Compare-and-delete of a corrupt blob.
+const DELETE_IF_UNCHANGED: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
 /// The background task: upkeep about once a second, until the tier is dropped.
 async fn maintain(inner: Weak<Inner>) {
@@ -406,7 +418,7 @@ impl Tier for RedisTier {
             }
             Err(error) => {
                 tracing::warn!(%key, %error, bytes = blob.len(), "corrupt blob in the shared tier; deleting it");
-                inner.spawn_delete(redis_key);
+                inner.spawn_delete(redis_key, blob);
                 Err(TierError::Corrupt(error))
             }
         }
