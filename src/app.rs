@@ -132,7 +132,13 @@ pub async fn run_with(
         metrics,
     );
     let purges = redis.clone().zip(pubsub).map(|(redis, pubsub)| {
-        SharedPurges::start(redis, pubsub, proxy.watermarks().clone(), shared_reads)
+        SharedPurges::start(
+            redis,
+            pubsub,
+            proxy.watermarks().clone(),
+            shared_reads,
+            Arc::clone(&options.clock),
+        )
     });
     let draining = Arc::new(AtomicBool::new(false));
     let backend = Backend {
@@ -147,6 +153,7 @@ pub async fn run_with(
     };
     let backend = Arc::new(backend);
     let hangups = reload_on_hangup(Arc::clone(&backend));
+    let sweeping = sweep_watermarks(Arc::clone(&backend));
     let warming = warm::spawn(
         proxy.clone(),
         config.warm.clone(),
@@ -177,6 +184,7 @@ pub async fn run_with(
         server::serve(listeners.proxy, proxy, limits, stopped(stop_rx.clone())),
         server::serve(listeners.admin, admin, limits, stopped(stop_rx)),
     );
+    sweeping.abort();
     for task in [hangups, warming].into_iter().flatten() {
         task.abort();
     }
@@ -208,6 +216,22 @@ fn reload_on_hangup(backend: Arc<Backend>) -> Option<tokio::task::JoinHandle<()>
         let _ = backend;
         None
     }
+}
+
+/// How often old purge watermarks are forgotten (purges also sweep before they record).
+const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Forgets purge watermarks past their retention, here and in the shared tier, every
+/// [`SWEEP_INTERVAL`].
+fn sweep_watermarks(backend: Arc<Backend>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            backend.sweep().await;
+        }
+    })
 }
 
 /// Completes once the stop flag is raised (or its sender is gone).

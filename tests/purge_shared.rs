@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use redis::Commands;
 use serde_json::Value;
 use support::admin::{Admin, body_json};
 use support::proxy::{one_route_shared, redis_url};
@@ -339,4 +340,60 @@ async fn with_redis_down_a_purge_answers_503_and_holds_on_this_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_down_a_purge_covers_a_fill_started_in_the_same_millisecond() {
     assert_purge_with_redis_down_applies_locally(Duration::ZERO).await;
+}
+
+/// `cachet_watermarks` from the instance's `/metrics`.
+async fn watermarks_held(proxy: &Proxy) -> u64 {
+    let scrape = Admin::new(proxy.admin).get("/metrics").await.text();
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix("cachet_watermarks "))
+        .expect("the watermark gauge")
+        .trim()
+        .parse()
+        .expect("a count")
+}
+
+/// Watermarks are kept as long as an entry they cover may live (the route's `timeout`,
+/// `max_ttl` and the larger of `max_ttl` and its stale windows, plus a 5-minute margin for
+/// skew), then forgotten on this instance and in Redis, so neither grows without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watermarks_past_their_retention_are_forgotten_here_and_in_redis() {
+    let redis = RedisServer::start();
+    let origin = origin().await;
+    // timeout 10s + max_ttl 20s + max(20s, windows 0s) + margin 300s.
+    let retention = Duration::from_secs(10 + 20 + 20 + 300);
+    let config = one_route_shared(
+        &origin.url(),
+        &redis_url(&redis.url()),
+        "timeout = \"10s\"\nmax_ttl = \"20s\"\n",
+    );
+    let proxy = Proxy::start(&config).await;
+    await_shared_tier(&proxy, "up").await;
+    let admin = Admin::new(proxy.admin);
+    let mut conn = redis.client();
+    let fields = |conn: &mut redis::Connection| -> Vec<String> {
+        let mut fields: Vec<String> = conn.hkeys("{cachet:ctl}:marks").expect("HKEYS");
+        fields.sort();
+        fields
+    };
+
+    admin.purge_ok(ITEM_1).await;
+    proxy.advance(retention - Duration::from_secs(1));
+    admin.purge_ok(r#"{"tags": ["item:2"]}"#).await;
+    assert_eq!(
+        watermarks_held(&proxy).await,
+        2,
+        "both still within retention"
+    );
+    assert_eq!(fields(&mut conn), ["h|t:item:1", "h|t:item:2"]);
+
+    // item:1's mark is now older than the retention; item:2's is not.
+    proxy.advance(Duration::from_secs(2));
+    admin.purge_ok(r#"{"tags": ["item:3"]}"#).await;
+    assert_eq!(watermarks_held(&proxy).await, 2);
+    assert_eq!(fields(&mut conn), ["h|t:item:2", "h|t:item:3"]);
+    let indexed: usize = conn.zcard("{cachet:ctl}:marks-by-time").expect("ZCARD");
+    assert_eq!(indexed, 2, "the time index shrinks with the marks");
+    proxy.shutdown().await;
 }

@@ -61,6 +61,23 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Forgets purge watermarks past their retention here and, when there is one, in the
+    /// shared tier. A failure there is retried by the next sweep.
+    pub(super) async fn sweep(&self) {
+        let Some(cutoff) = self.proxy.sweep_watermarks(self.clock.now()) else {
+            return;
+        };
+        if let Some(purges) = &self.purges {
+            match purges.sweep(cutoff).await {
+                Ok(0) => {}
+                Ok(dropped) => tracing::debug!(dropped, "old shared purge watermarks forgotten"),
+                Err(error) => tracing::debug!(%error, "shared watermark sweep failed"),
+            }
+        }
+    }
+}
+
 impl AdminBackend for Backend {
     fn reload(&self) -> Pin<Box<dyn Future<Output = Result<(), ReloadRejected>> + Send + '_>> {
         Box::pin(async move { self.reload_now() })
@@ -77,6 +94,8 @@ impl AdminBackend for Backend {
                     message: error.message,
                 }
             })?;
+            // Purges are what make the maps grow: trim them first.
+            self.sweep().await;
             let now = self.clock.now();
             let kind = request.target.kind();
             let Some(purges) = &self.purges else {

@@ -190,7 +190,10 @@ pub fn decide(
         if stale_forbidden {
             Duration::ZERO
         } else {
-            route_window.max(cc.seconds(directive).unwrap_or_default())
+            let asked = cc.seconds(directive).unwrap_or_default();
+            // `max_ttl` bounds what the origin may ask for beyond the route's own window, so
+            // an entry's whole life (and how long purge watermarks are kept) stays bounded.
+            route_window.max(route.max_ttl.map_or(asked, |max| asked.min(max)))
         }
     };
     let swr = window(route.stale_while_revalidate, "stale-while-revalidate");

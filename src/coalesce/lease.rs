@@ -221,7 +221,7 @@ async fn dispatch(leases: std::sync::Weak<Leases>, mut events: broadcast::Receiv
                 }
             }
             PubSubEvent::Subscribed | PubSubEvent::Lost => leases.sweep(),
-            PubSubEvent::Message { .. } => {}
+            PubSubEvent::Message { .. } | PubSubEvent::Failed { .. } => {}
         }
     }
 }

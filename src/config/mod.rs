@@ -200,7 +200,32 @@ pub fn from_toml_str(
     validate::validate(text, env)
 }
 
+/// Added to the longest entry life before a purge watermark is forgotten: clock skew and
+/// pub/sub lag between instances sharing a tier.
+pub const WATERMARK_MARGIN: Duration = Duration::from_secs(300);
+
 impl Config {
+    /// How long a purge watermark must be kept: by then every entry filled before the purge
+    /// has left every tier (the route's `timeout`, then at most `max_ttl` fresh and the larger
+    /// of `max_ttl` and the route's stale windows kept), plus [`WATERMARK_MARGIN`]. `None`
+    /// when a route has no `max_ttl`: its origin may ask for any lifetime, so marks are kept.
+    pub fn watermark_retention(&self) -> Option<Duration> {
+        let longest = self
+            .routes
+            .iter()
+            .map(|route| {
+                let max_ttl = route.max_ttl?;
+                let windows = max_ttl
+                    .max(route.stale_while_revalidate)
+                    .max(route.stale_if_error);
+                Some(route.timeout + max_ttl + windows)
+            })
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .max()?;
+        Some(longest + WATERMARK_MARGIN)
+    }
+
     /// One line for `cachet check` and the start-up log, e.g. `config ok: 2 routes (products,
     /// me), listen 127.0.0.1:8080, admin 127.0.0.1:9091, memory 256MiB, shared tier: none`.
     /// Never includes the token, the partition secret or Redis urls (which may hold passwords).

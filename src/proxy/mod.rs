@@ -111,6 +111,8 @@ pub(crate) struct Settings {
     pub(crate) routes: RouteTable,
     pub(crate) hasher: PartitionHasher,
     pub(crate) limits: Limits,
+    /// How long purge watermarks are kept ([`Config::watermark_retention`]).
+    pub(crate) watermark_retention: Option<std::time::Duration>,
 }
 
 impl Settings {
@@ -125,6 +127,7 @@ impl Settings {
                 max_tag_bytes: config.cache.max_tag_bytes,
                 trusted_proxies: config.server.trusted_proxies.clone(),
             },
+            watermark_retention: config.watermark_retention(),
         }
     }
 }

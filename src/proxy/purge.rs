@@ -54,6 +54,19 @@ impl ProxyService {
         }
     }
 
+    /// Forgets purge watermarks (shared and local-only) older than the current routes'
+    /// retention; returns the cutoff, for the shared tier's own sweep, or `None` when marks
+    /// are kept forever (a route without `max_ttl`).
+    pub fn sweep_watermarks(&self, now: SystemTime) -> Option<SystemTime> {
+        let retention = self.shared.settings().watermark_retention?;
+        let dropped = self.shared.watermarks.drop_older_than(now, retention)
+            + self.shared.local_marks.drop_older_than(now, retention);
+        if dropped > 0 {
+            tracing::debug!(dropped, "old purge watermarks forgotten");
+        }
+        now.checked_sub(retention)
+    }
+
     /// The selectors a purge target covers.
     ///
     /// # Errors

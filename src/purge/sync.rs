@@ -17,10 +17,12 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::broadcast;
 
 use super::{Selector, SharedWatermarks, unix_ms};
+use crate::clock::Clock;
 use crate::tiers::{PubSub, PubSubEvent, RedisTier, TierError};
 
 /// `KEYS`: counter, marks hash, time index. `ARGV`: highest known seq, now (ms), channel, then
-/// `kind|selector` fields. Returns the purge's sequence.
+/// `kind|selector` fields. Returns the purge's sequence and the node's connected replicas, which
+/// the caller then `WAIT`s for (`WAIT` cannot run inside a script).
 const PURGE: &str = r"
 local seq = redis.call('INCR', KEYS[1])
 local known = tonumber(ARGV[1])
@@ -35,7 +37,8 @@ for i = 4, #ARGV do
   redis.call('ZADD', KEYS[3], ARGV[2], field)
   redis.call('PUBLISH', ARGV[3], seq .. ' ' .. field)
 end
-return seq
+local info = redis.call('INFO', 'replication')
+return {seq, tonumber(string.match(info, 'connected_slaves:(%d+)')) or 0}
 ";
 
 /// `KEYS`: counter, marks hash. Returns `{counter, {field, seq, ...}}` in one round trip.
@@ -49,6 +52,21 @@ local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
 if seq < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
 return seq
 ";
+
+/// `KEYS`: marks hash, time index. `ARGV`: cutoff (ms), batch size. Forgets watermarks last
+/// raised before the cutoff, oldest first, at most a batch per call; returns how many.
+const SWEEP: &str = r"
+local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, field in ipairs(old) do
+  redis.call('HDEL', KEYS[1], field)
+  redis.call('ZREM', KEYS[2], field)
+end
+return #old
+";
+
+/// Watermarks one sweep call forgets at most: a backlog is worked off over several sweeps
+/// instead of blocking Redis.
+const SWEEP_BATCH: u64 = 1000;
 
 /// How often the counter is polled to notice a silently stalled subscription.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -65,8 +83,11 @@ pub struct SharedPurges {
     marks_key: String,
     times_key: String,
     purge_script: redis::Script,
+    sweep_script: redis::Script,
     load_script: redis::Script,
     raise_script: redis::Script,
+    /// Times marks are raised at, for their expiry.
+    clock: Arc<dyn Clock>,
 }
 
 impl SharedPurges {
@@ -77,11 +98,13 @@ impl SharedPurges {
 
     /// Starts syncing `watermarks` with Redis through `pubsub` (subscribed to
     /// [`SharedPurges::channel_name`]); `synced` is raised while shared-tier reads are safe.
+    /// Marks are timed by `clock`.
     pub fn start(
         redis: RedisTier,
         pubsub: PubSub,
         watermarks: SharedWatermarks,
         synced: Arc<AtomicBool>,
+        clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
         synced.store(false, Ordering::Release);
         let events = pubsub.events();
@@ -94,7 +117,9 @@ impl SharedPurges {
             pubsub,
             watermarks,
             synced,
+            clock,
             purge_script: redis::Script::new(PURGE),
+            sweep_script: redis::Script::new(SWEEP),
             load_script: redis::Script::new(LOAD),
             raise_script: redis::Script::new(RAISE_COUNTER),
         });
@@ -107,7 +132,9 @@ impl SharedPurges {
         self.synced.load(Ordering::Acquire)
     }
 
-    /// Records a purge of `selectors` in Redis (and so on every instance) and applies it here.
+    /// Records a purge of `selectors` in Redis (and so on every instance), waits (bounded) for
+    /// the control node's replicas to acknowledge it, so a failover does not lose it, and
+    /// applies it here.
     ///
     /// # Errors
     /// The shared tier's failure; nothing was recorded there.
@@ -123,11 +150,28 @@ impl SharedPurges {
         let mut args: Vec<&str> = vec![&known, &now_ms, &self.channel];
         args.extend(fields.iter().map(String::as_str));
         let keys = [self.counter_key.as_str(), &self.marks_key, &self.times_key];
-        let seq: u64 = self.redis.eval(&self.purge_script, &keys, &args).await?;
+        let seq = self
+            .redis
+            .eval_replicated(&self.purge_script, &keys, &args)
+            .await?;
         for selector in selectors {
             self.watermarks.raise(selector.clone(), seq, soft, now);
         }
         Ok(seq)
+    }
+
+    /// Forgets shared watermarks last raised before `cutoff` (see
+    /// [`crate::config::Config::watermark_retention`]). Any instance may run it: the result is
+    /// the same whoever does.
+    ///
+    /// # Errors
+    /// The shared tier's failure.
+    pub async fn sweep(&self, cutoff: SystemTime) -> Result<u64, TierError> {
+        let keys = [self.marks_key.as_str(), &self.times_key];
+        let (cutoff, batch) = (unix_ms(cutoff).to_string(), SWEEP_BATCH.to_string());
+        self.redis
+            .eval(&self.sweep_script, &keys, &[&cutoff, &batch])
+            .await
     }
 
     fn set_synced(&self, synced: bool) {
@@ -159,7 +203,7 @@ impl SharedPurges {
                 return;
             }
         };
-        let now = SystemTime::now();
+        let now = self.clock.now();
         for (field, seq) in marks {
             if let Some((selector, soft)) = parse_field(&field) {
                 self.watermarks.raise(selector, seq, soft, now);
@@ -198,8 +242,7 @@ impl SharedPurges {
         let Some((seq, selector, soft)) = parse_message(payload) else {
             return;
         };
-        self.watermarks
-            .raise(selector, seq, soft, SystemTime::now());
+        self.watermarks.raise(selector, seq, soft, self.clock.now());
     }
 
     /// Notices a stalled subscription or lost data between messages.
@@ -228,7 +271,7 @@ async fn sync(this: Weak<SharedPurges>, mut events: broadcast::Receiver<PubSubEv
                 let Some(this) = this.upgrade() else { return };
                 match event {
                     Ok(PubSubEvent::Subscribed) => this.reload().await,
-                    Ok(PubSubEvent::Lost) => this.set_synced(false),
+                    Ok(PubSubEvent::Lost | PubSubEvent::Failed { .. }) => this.set_synced(false),
                     Ok(PubSubEvent::Message { channel, payload }) if channel == this.channel => {
                         this.apply(&payload);
                     }

@@ -251,6 +251,50 @@ impl RedisTier {
             .await
     }
 
+    /// Runs a write script that answers `{value, replicas}` (`replicas`: the node's
+    /// `connected_slaves`), then, when the node has replicas, `WAIT`s on the same connection for
+    /// them to acknowledge it, each step with the call deadline (the wait itself is bounded by
+    /// half of it). `keys[0]` names the node. A failed or short wait is logged, not an error:
+    /// the primary holds the write and has published it.
+    ///
+    /// # Errors
+    /// The [`TierError`] of the script call.
+    pub async fn eval_replicated(
+        &self,
+        script: &redis::Script,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Result<u64, TierError> {
+        let inner = &self.inner;
+        let mut conn = inner.connection()?;
+        let (value, replicas): (u64, u64) = inner
+            .run(async {
+                let mut invocation = script.prepare_invoke();
+                for key in keys {
+                    invocation.key(*key);
+                }
+                for arg in args {
+                    invocation.arg(*arg);
+                }
+                invocation
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(connection::classify)
+            })
+            .await?;
+        if replicas == 0 {
+            return Ok(value);
+        }
+        let key = keys.first().copied().unwrap_or_default();
+        let wait = connection::wait_for_replicas(&mut conn, key, replicas, inner.op_timeout / 2);
+        match inner.run(wait).await {
+            Ok(acked) if acked >= replicas => {}
+            Ok(acked) => tracing::warn!(replicas, acked, "not every replica acknowledged a write"),
+            Err(error) => tracing::warn!(%error, replicas, "waiting for replicas failed"),
+        }
+        Ok(value)
+    }
+
     /// A connection handle, for leases and purge sync.
     ///
     /// # Errors

@@ -290,6 +290,35 @@ fn stale_windows_rfc5861_unless_the_origin_forbids_them_rfc9111_4_2_4() {
             .as_secs(),
         100
     );
+    // ...but no further than `max_ttl`, which bounds an entry's whole life (and so how long a
+    // purge watermark must be kept).
+    let capped = Route {
+        max_ttl: Some(Duration::from_secs(60)),
+        ..r.clone()
+    };
+    let t = Case {
+        route: capped,
+        ..Case::new(&[(
+            "cache-control",
+            "max-age=10, stale-while-revalidate=100000, stale-if-error=100000",
+        )])
+    }
+    .times();
+    assert_eq!(
+        t.keep_until
+            .duration_since(t.fresh_until)
+            .unwrap()
+            .as_secs(),
+        300,
+        "the route's own stale-if-error (300 s) is larger than max_ttl and stays"
+    );
+    assert_eq!(
+        t.stale_while_revalidate_until
+            .duration_since(t.fresh_until)
+            .unwrap()
+            .as_secs(),
+        60
+    );
     for forbidding in [
         "max-age=10, must-revalidate",
         "max-age=10, proxy-revalidate",

@@ -352,3 +352,33 @@ fn route_for_tests_has_the_defaults_validation_gives() {
         format!("{:?}", config.routes[0])
     );
 }
+
+/// A purge watermark outlives every entry it may cover: the longest route's timeout, `max_ttl`
+/// and the larger of `max_ttl` and its stale windows, plus the margin; kept forever when a
+/// route has no `max_ttl`.
+#[test]
+fn watermark_retention_covers_the_longest_entry_life() {
+    use std::time::Duration;
+
+    let bounded = format!(
+        "{MINIMAL}timeout = \"5s\"\nmax_ttl = \"60s\"\nstale_if_error = \"10m\"\n\
+         [[routes]]\nname = \"b\"\npath_prefix = \"/b\"\nupstream = \"http://127.0.0.1:9000\"\n\
+         max_ttl = \"1h\"\n"
+    );
+    let config = validate(&bounded, Vec::new()).unwrap();
+    let route_b = Duration::from_secs(30 + 3600 + 3600);
+    assert_eq!(
+        config.watermark_retention(),
+        Some(route_b + crate::config::WATERMARK_MARGIN)
+    );
+
+    let unbounded = format!(
+        "{MINIMAL}max_ttl = \"60s\"\n[[routes]]\nname = \"b\"\npath_prefix = \"/b\"\nupstream = \"http://127.0.0.1:9000\"\n"
+    );
+    assert_eq!(
+        validate(&unbounded, Vec::new())
+            .unwrap()
+            .watermark_retention(),
+        None
+    );
+}

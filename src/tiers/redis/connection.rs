@@ -89,3 +89,33 @@ pub(super) fn classify(error: RedisError) -> TierError {
         TierError::Command(error.into())
     }
 }
+
+/// `WAIT` for `replicas` replicas of the node holding `key` to acknowledge the writes made on
+/// `conn` so far, for at most `timeout`. Returns how many did. It must go out on the connection
+/// that wrote: a Cluster routes a keyless `WAIT` to every primary, so it is sent to `key`'s.
+pub(super) async fn wait_for_replicas(
+    conn: &mut RedisConnection,
+    key: &str,
+    replicas: u64,
+    timeout: std::time::Duration,
+) -> Result<u64, TierError> {
+    use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+
+    let millis = u64::try_from(timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let mut cmd = redis::cmd("WAIT");
+    cmd.arg(replicas).arg(millis);
+    match conn {
+        RedisConnection::Node(_) => query(&cmd, conn).await,
+        RedisConnection::Cluster(cluster) => {
+            let route = Route::with_key(key, SlotAddr::Master);
+            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+            let value = cluster
+                .route_command(cmd, routing)
+                .await
+                .map_err(classify)?;
+            redis::from_redis_value(value).map_err(|error| TierError::Command(error.into()))
+        }
+    }
+}

@@ -15,6 +15,8 @@ pub enum PubSubEvent {
     Subscribed,
     /// The subscription dropped.
     Lost,
+    /// An attempt to (re)subscribe failed; another follows after a backoff.
+    Failed { error: String },
     /// A message on one of the channels.
     Message { channel: String, payload: Vec<u8> },
 }
@@ -60,6 +62,8 @@ async fn run(
     state: watch::Sender<bool>,
 ) {
     let mut backoff = MIN_BACKOFF;
+    // Warn once per outage, not on every retry.
+    let mut warned = false;
     for url in urls.iter().cycle() {
         // Every handle dropped: nobody listens any more.
         if state.is_closed() {
@@ -68,6 +72,7 @@ async fn run(
         match subscribe(url, &channels, connect_timeout).await {
             Ok(pubsub) => {
                 backoff = MIN_BACKOFF;
+                warned = false;
                 state.send_replace(true);
                 let _ = events.send(PubSubEvent::Subscribed);
                 tracing::debug!("shared tier subscription up");
@@ -89,7 +94,17 @@ async fn run(
                 let _ = events.send(PubSubEvent::Lost);
                 tracing::warn!("shared tier subscription lost; reconnecting");
             }
-            Err(error) => tracing::debug!(%error, "shared tier subscription failed"),
+            Err(error) => {
+                if warned {
+                    tracing::debug!(%error, "shared tier subscription failed");
+                } else {
+                    tracing::warn!(%error, "shared tier subscription failed; retrying");
+                    warned = true;
+                }
+                let _ = events.send(PubSubEvent::Failed {
+                    error: error.to_string(),
+                });
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
@@ -110,13 +125,48 @@ async fn subscribe(
         for channel in channels {
             pubsub.subscribe(channel).await?;
         }
+        confirm(&client, &mut pubsub, channels).await?;
         Ok(pubsub)
     };
     match tokio::time::timeout(connect_timeout, attempt).await {
         Ok(result) => result,
         Err(_) => Err(redis::RedisError::from(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
-            "subscribe timed out",
+            "subscription not confirmed in time",
         ))),
     }
+}
+
+/// Publishes a probe on every channel and waits for each to come back. `SUBSCRIBE` takes an
+/// error reply (an ACL `NOPERM`, say) for success, so only a message that arrives proves the
+/// subscription; other listeners of the channels ignore the probe.
+async fn confirm(
+    client: &redis::Client,
+    pubsub: &mut redis::aio::PubSub,
+    channels: &[String],
+) -> Result<(), redis::RedisError> {
+    let mut publisher = client.get_multiplexed_async_connection().await?;
+    let probe = format!("probe {:016x}", rand::random::<u64>());
+    for channel in channels {
+        let _: u64 = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(&probe)
+            .query_async(&mut publisher)
+            .await?;
+    }
+    let mut pending: Vec<&str> = channels.iter().map(String::as_str).collect();
+    let mut messages = pubsub.on_message();
+    while !pending.is_empty() {
+        let Some(message) = messages.next().await else {
+            return Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "subscription closed before it was confirmed",
+            )));
+        };
+        if message.get_payload_bytes() == probe.as_bytes() {
+            let channel = message.get_channel_name();
+            pending.retain(|pending| *pending != channel);
+        }
+    }
+    Ok(())
 }
