@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName};
+use http::HeaderMap;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -25,69 +25,11 @@ use prometheus_client::registry::Registry;
 
 use crate::config::MetricsConfig;
 
-/// Answered requests by route and cache label (`hit`, `stale`, `miss`, `pass`, `collapsed`).
-pub const REQUESTS_TOTAL: &str = "cachet_requests_total";
-/// [`REQUESTS_TOTAL`] by tenant too, when `[metrics] tenant_labels` is not empty.
-pub const TENANT_REQUESTS_TOTAL: &str = "cachet_tenant_requests_total";
-/// Requests answered before a route was chosen (bad target 400, no route 404).
-pub const UNROUTED_REQUESTS_TOTAL: &str = "cachet_unrouted_requests_total";
-/// Stale responses served, by route and reason (`stale-while-revalidate`, `stale-if-error`).
-pub const STALE_SERVED_TOTAL: &str = "cachet_stale_served_total";
-/// Requests answered from another request's fill of the same key, by route.
-pub const COALESCED_WAITERS_TOTAL: &str = "cachet_coalesced_waiters_total";
-/// Keys with a fill in flight on this instance.
-pub const FILLS_IN_FLIGHT: &str = "cachet_fills_in_flight";
-/// Origin exchanges by route and status (the code, or `timeout` / `error` when none came).
-pub const ORIGIN_REQUESTS_TOTAL: &str = "cachet_origin_requests_total";
-/// Time to the origin's response head, by route.
-pub const ORIGIN_DURATION_SECONDS: &str = "cachet_origin_duration_seconds";
-/// Tier operations by tier, op and outcome.
-pub const TIER_OPS_TOTAL: &str = "cachet_tier_ops_total";
-/// Bytes held by the memory tier (eventually consistent).
-pub const MEMORY_BYTES: &str = "cachet_memory_bytes";
-/// Entries held by the memory tier (eventually consistent).
-pub const MEMORY_ENTRIES: &str = "cachet_memory_entries";
-/// 1 while a configured shared tier is reachable and in sync; 0 otherwise (or none configured).
-pub const SHARED_TIER_UP: &str = "cachet_shared_tier_up";
-/// The shared tier's circuit breaker: [`BREAKER_CLOSED`], [`BREAKER_HALF_OPEN`] or
-/// [`BREAKER_OPEN`].
-pub const BREAKER_STATE: &str = "cachet_breaker_state";
-/// Shared-tier writes dropped because `max_inflight_writes` were already running.
-pub const L2_WRITES_DROPPED_TOTAL: &str = "cachet_l2_writes_dropped_total";
-/// Shared-tier blobs that could not be decoded (answered as misses and deleted).
-pub const CORRUPT_BLOBS_TOTAL: &str = "cachet_corrupt_blobs_total";
-/// Times the memory tier was cleared because the shared tier lost its data.
-pub const EPOCH_CLEARS_TOTAL: &str = "cachet_epoch_clears_total";
-/// Time spent in shared-tier reads, in microseconds; with [`SHARED_GETS_TIMED_TOTAL`] it gives
-/// the average L2 read latency (`rate(sum) / rate(count)`).
-pub const SHARED_GET_MICROSECONDS_TOTAL: &str = "cachet_shared_tier_get_microseconds_total";
-/// Shared-tier reads timed in [`SHARED_GET_MICROSECONDS_TOTAL`].
-pub const SHARED_GETS_TIMED_TOTAL: &str = "cachet_shared_tier_gets_timed_total";
-/// Admin purges applied (on this instance at least), by selector kind.
-pub const PURGES_TOTAL: &str = "cachet_purges_total";
-/// Purge watermarks held (selectors with a mark).
-pub const WATERMARKS: &str = "cachet_watermarks";
+mod names;
+mod tenant;
 
-/// [`BREAKER_STATE`] value: calls go through.
-pub const BREAKER_CLOSED: i64 = 0;
-/// [`BREAKER_STATE`] value: one probe in flight.
-pub const BREAKER_HALF_OPEN: i64 = 1;
-/// [`BREAKER_STATE`] value: calls skipped until the cool-down ends.
-pub const BREAKER_OPEN: i64 = 2;
-
-/// The tenant label of every tenant not in the allow-list (and of requests without one).
-pub const OTHER_TENANT: &str = "other";
-
-/// Headers whose values must never become labels, whatever the config says (validation refuses
-/// them too; this is the second lock).
-const CREDENTIAL_HEADERS: [HeaderName; 3] = [
-    http::header::AUTHORIZATION,
-    http::header::PROXY_AUTHORIZATION,
-    http::header::COOKIE,
-];
-
-/// The `Content-Type` of [`Metrics::render`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub use names::*;
+use tenant::TenantRule;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -211,14 +153,6 @@ struct Inner {
     gets_timed: Counter,
     purges: Family<PurgeLabels, Counter>,
     watermarks: Gauge<i64, AtomicI64>,
-}
-
-/// Which header names the tenant, and the tenants that get their own label value.
-#[derive(Debug)]
-struct TenantRule {
-    header: HeaderName,
-    allowed: Vec<Arc<str>>,
-    other: Arc<str>,
 }
 
 impl fmt::Debug for Metrics {
@@ -501,35 +435,6 @@ impl Inner {
     }
 }
 
-impl TenantRule {
-    /// `None` (per-tenant figures off) without an allow-list, or when the header is not a
-    /// valid name or is a credential header.
-    fn new(config: &MetricsConfig) -> Option<Self> {
-        if config.tenant_labels.is_empty() {
-            return None;
-        }
-        let header = match HeaderName::from_bytes(config.tenant_label_header.as_bytes()) {
-            Ok(header) if !CREDENTIAL_HEADERS.contains(&header) => header,
-            _ => {
-                tracing::warn!(
-                    header = %config.tenant_label_header,
-                    "tenant label header refused; per-tenant metrics off"
-                );
-                return None;
-            }
-        };
-        Some(Self {
-            header,
-            allowed: config
-                .tenant_labels
-                .iter()
-                .map(|t| Arc::from(t.as_str()))
-                .collect(),
-            other: Arc::from(OTHER_TENANT),
-        })
-    }
-}
-
 /// Raises a counter that mirrors a running total to `total` (never lowers it, so two
 /// concurrent scrapes cannot make it go backwards).
 fn raise_to(counter: &Counter, total: u64) {
@@ -542,159 +447,4 @@ fn saturating_i64(value: u64) -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use http::HeaderValue;
-
-    fn config(header: &str, labels: &[&str]) -> MetricsConfig {
-        MetricsConfig {
-            tenant_label_header: header.into(),
-            tenant_labels: labels.iter().map(|l| (*l).to_owned()).collect(),
-        }
-    }
-
-    fn headers(name: &'static str, value: &'static str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(name, HeaderValue::from_static(value));
-        headers
-    }
-
-    /// The value of the sample line `name{labels} value`, if present.
-    fn sample(text: &str, series: &str) -> Option<f64> {
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-            .and_then(|v| v.parse().ok())
-    }
-
-    #[test]
-    fn tenants_outside_the_allow_list_are_other() {
-        let metrics = Metrics::new(&config("x-tenant-id", &["acme", "globex"]));
-        let label = |h: &HeaderMap| metrics.tenant_label(h).map(|t| t.to_string());
-        assert_eq!(
-            label(&headers("x-tenant-id", "acme")).as_deref(),
-            Some("acme")
-        );
-        assert_eq!(
-            label(&headers("x-tenant-id", "initech")).as_deref(),
-            Some("other")
-        );
-        assert_eq!(
-            label(&headers("x-tenant-id", "ACME")).as_deref(),
-            Some("other")
-        );
-        assert_eq!(label(&HeaderMap::new()).as_deref(), Some("other"));
-    }
-
-    #[test]
-    fn no_allow_list_means_no_tenant_figures() {
-        let metrics = Metrics::new(&config("x-tenant-id", &[]));
-        assert_eq!(metrics.tenant_label(&headers("x-tenant-id", "acme")), None);
-    }
-
-    #[test]
-    fn credential_headers_never_name_tenants() {
-        for header in [
-            "authorization",
-            "Authorization",
-            "proxy-authorization",
-            "cookie",
-        ] {
-            let metrics = Metrics::new(&config(header, &["Bearer s3cret"]));
-            assert_eq!(
-                metrics.tenant_label(&headers("authorization", "Bearer s3cret")),
-                None,
-                "{header}"
-            );
-        }
-    }
-
-    #[test]
-    fn requests_are_counted_by_route_cache_and_bounded_tenant() {
-        let metrics = Metrics::new(&config("x-tenant-id", &["acme"]));
-        let acme = metrics.tenant_label(&headers("x-tenant-id", "acme"));
-        let other = metrics.tenant_label(&headers("x-tenant-id", "secret-tenant"));
-        metrics.request("api", "hit", acme.as_ref());
-        metrics.request("api", "hit", other.as_ref());
-        metrics.request("api", "miss", other.as_ref());
-        let text = metrics.render(&Scrape::default());
-        assert_eq!(
-            sample(&text, r#"cachet_requests_total{route="api",cache="hit"}"#),
-            Some(2.0)
-        );
-        assert_eq!(
-            sample(
-                &text,
-                r#"cachet_tenant_requests_total{route="api",tenant="other",cache="miss"}"#
-            ),
-            Some(1.0)
-        );
-        assert_eq!(
-            sample(
-                &text,
-                r#"cachet_tenant_requests_total{route="api",tenant="acme",cache="hit"}"#
-            ),
-            Some(1.0)
-        );
-        assert!(!text.contains("secret-tenant"), "{text}");
-        assert!(text.ends_with("# EOF\n"));
-    }
-
-    #[test]
-    fn scraped_totals_never_go_backwards_and_gauges_follow() {
-        let metrics = Metrics::new(&config("x-tenant-id", &[]));
-        let mut scrape = Scrape {
-            memory_bytes: 2048,
-            memory_entries: 3,
-            watermarks: 1,
-            fills_in_flight: 0,
-            shared: Some(SharedScrape {
-                up: true,
-                breaker: BREAKER_OPEN,
-                get_hits: 5,
-                ..SharedScrape::default()
-            }),
-        };
-        let first = metrics.render(&scrape);
-        assert_eq!(sample(&first, "cachet_memory_bytes"), Some(2048.0));
-        assert_eq!(sample(&first, "cachet_breaker_state"), Some(2.0));
-        assert_eq!(sample(&first, "cachet_shared_tier_up"), Some(1.0));
-        let hits = r#"cachet_tier_ops_total{tier="shared",op="get",outcome="hit"}"#;
-        assert_eq!(sample(&first, hits), Some(5.0));
-
-        scrape.memory_bytes = 10;
-        if let Some(shared) = &mut scrape.shared {
-            shared.get_hits = 4;
-        }
-        let second = metrics.render(&scrape);
-        assert_eq!(sample(&second, "cachet_memory_bytes"), Some(10.0));
-        assert_eq!(sample(&second, hits), Some(5.0));
-    }
-
-    #[test]
-    fn instances_do_not_share_figures() {
-        let a = Metrics::new(&config("x-tenant-id", &[]));
-        let b = Metrics::new(&config("x-tenant-id", &[]));
-        a.request("api", "hit", None);
-        a.origin("api", OriginOutcome::Timeout, Duration::from_millis(3));
-        let text = b.render(&Scrape::default());
-        assert_eq!(
-            sample(&text, r#"cachet_requests_total{route="api",cache="hit"}"#),
-            None
-        );
-        let text = a.render(&Scrape::default());
-        assert_eq!(
-            sample(
-                &text,
-                r#"cachet_origin_requests_total{route="api",status="timeout"}"#
-            ),
-            Some(1.0)
-        );
-        assert_eq!(
-            sample(
-                &text,
-                r#"cachet_origin_duration_seconds_count{route="api"}"#
-            ),
-            Some(1.0)
-        );
-    }
-}
+mod tests;
