@@ -398,5 +398,29 @@ async fn readyz_answers_200_and_names_the_shared_tier_down_while_redis_is_down()
     })
     .await;
     assert!(down, "/readyz never saw the shared tier down again");
+
+    // Traffic opens the breaker; Redis comes back. "up" means requests use Redis again: never
+    // while the breaker is still open or probing.
+    let mut n = 0;
+    let opened = eventually(RECOVERY_WAIT, async || {
+        n += 1;
+        client.get(&format!("/readyz-open/{n}"), &[HOST]).await;
+        readiness(&proxy).await["breaker"] == "open"
+    })
+    .await;
+    assert!(opened, "the breaker never opened");
+    redis.restart();
+    let closed = eventually(RECOVERY_WAIT, async || {
+        n += 1;
+        client.get(&format!("/readyz-back/{n}"), &[HOST]).await;
+        let ready = readiness(&proxy).await;
+        if ready["shared_tier"] == "up" {
+            assert_eq!(ready["breaker"], "closed", "{ready}");
+        }
+        ready["breaker"] == "closed"
+    })
+    .await;
+    assert!(closed, "the breaker never closed");
+    await_shared_tier_up(&proxy, RECOVERY_WAIT).await;
     proxy.shutdown().await;
 }

@@ -438,3 +438,44 @@ async fn jitter_spreads_freshness_within_the_configured_fraction_and_never_lengt
     assert!(ttls.iter().collect::<BTreeSet<_>>().len() > 1, "{ttls:?}");
     proxy.shutdown().await;
 }
+
+/// A refresh that fails (origin 5xx or down) is not retried on every stale hit: the key backs
+/// off for a second by Cachet's clock while the stale entry is served (RFC 5861 leaves the
+/// retry policy to the cache; without a backoff an origin that is down gets one refresh per
+/// request).
+#[tokio::test]
+async fn a_failed_refresh_backs_off_instead_of_retrying_on_every_stale_hit() {
+    let count = Arc::new(AtomicUsize::new(0));
+    let origin = Origin::start({
+        let count = Arc::clone(&count);
+        move |_: &Seen| {
+            if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                Reply::ok("v1").cache_control("max-age=10")
+            } else {
+                Reply::ok("origin error").status(500)
+            }
+        }
+    })
+    .await;
+    let proxy = Proxy::one_route(&origin.url(), "stale_while_revalidate = \"60s\"").await;
+    let client = Client::new(proxy.addr);
+    assert_eq!(status_of(&client, "/b", &[]).await, STORED);
+
+    proxy.advance(Duration::from_secs(15));
+    assert_eq!(client.get("/b", &[]).await.text(), "v1");
+    origin.next_request().await; // the fill
+    origin.next_request().await; // the failing refresh
+    for _ in 0..20 {
+        let stale = client.get("/b", &[]).await;
+        assert_eq!(stale.text(), "v1");
+        assert!(stale.cache_status().contains("stale-while-revalidate"));
+    }
+    assert_eq!(origin.hits(), 2, "one refresh, then the backoff");
+
+    // A second later by Cachet's clock, the next stale hit tries again.
+    proxy.advance(Duration::from_secs(1));
+    assert_eq!(client.get("/b", &[]).await.text(), "v1");
+    origin.next_request().await;
+    assert_eq!(origin.hits(), 3);
+    proxy.shutdown().await;
+}

@@ -162,11 +162,13 @@ impl AdminBackend for Backend {
 }
 
 impl Backend {
-    /// Whether the shared tier is reachable and this instance is in sync with its purges
-    /// (false without one).
+    /// Whether requests use the shared tier: reachable, its breaker closed, and this instance
+    /// in sync with its purges (false without one).
     fn shared_up(&self) -> bool {
         self.redis.as_ref().is_some_and(|redis| {
-            redis.is_up() && self.purges.as_ref().is_none_or(|p| p.is_synced())
+            redis.is_up()
+                && self.stats.breaker_state() == BreakerState::Closed
+                && self.purges.as_ref().is_none_or(|p| p.is_synced())
         })
     }
 }

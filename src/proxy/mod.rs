@@ -93,6 +93,10 @@ pub(crate) struct Shared {
     pub(crate) coalescer: Arc<Coalescer<CacheKey, fill::FillOutcome>>,
     /// Keys whose last response was not storable: they bypass coalescing for a while.
     pub(crate) hit_for_miss: moka::sync::Cache<CacheKey, ()>,
+    /// Keys whose last background refresh failed, with the time (by [`Shared::clock`]) before
+    /// which they are not refreshed again: an origin that is down is not sent a refresh per
+    /// stale hit.
+    pub(crate) refresh_backoff: moka::sync::Cache<CacheKey, std::time::SystemTime>,
     /// Jitter and early-refresh draws; seeded by tests for repeatable runs.
     // A std mutex: held for one draw, never across an await.
     rng: std::sync::Mutex<rand::rngs::SmallRng>,
@@ -164,6 +168,11 @@ impl Shared {
     }
 }
 
+/// How long a key whose background refresh failed is served stale without another attempt.
+pub(crate) const REFRESH_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a backoff record is kept at most (it only matters for [`REFRESH_BACKOFF`]).
+const REFRESH_BACKOFF_RECORD: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Keys remembered as hit-for-miss at most; beyond it the least useful are forgotten, which
 /// only costs a coalesced wait.
 const HIT_FOR_MISS_CAPACITY: u64 = 100_000;
@@ -232,6 +241,10 @@ impl ProxyService {
                         .hit_for_miss_ttl
                         .max(std::time::Duration::from_nanos(1)),
                 )
+                .build(),
+            refresh_backoff: moka::sync::Cache::builder()
+                .max_capacity(HIT_FOR_MISS_CAPACITY)
+                .time_to_live(REFRESH_BACKOFF_RECORD)
                 .build(),
             rng: std::sync::Mutex::new(rand::rngs::SmallRng::seed_from_u64(seed)),
             metrics,

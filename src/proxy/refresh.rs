@@ -6,12 +6,25 @@ use super::fill::Fill;
 use crate::coalesce::Flight;
 
 /// Starts `fill` in the background unless a fill of its key is already in flight here or on
-/// another instance.
+/// another instance, or its last fill failed less than a backoff ago (the stale entry is
+/// served meanwhile; RFC 5861 leaves the retry policy to the cache).
 pub(crate) fn spawn(mut fill: Fill) {
+    let backing_off = |fill: &Fill| {
+        let backoff = fill.shared.refresh_backoff.get(&fill.key);
+        backoff.is_some_and(|until| fill.shared.clock.now() < until)
+    };
+    if backing_off(&fill) {
+        return;
+    }
     let Flight::Leader(leader) = fill.shared.coalescer.join(fill.key) else {
         // That fill refreshes the entry.
         return;
     };
+    // Again as the leader: a fill that failed since the first look set the backoff before it
+    // let go of the key.
+    if backing_off(&fill) {
+        return;
+    }
     tracing::debug!(key = %fill.key, "background refresh");
     tokio::spawn(async move {
         let leases = fill
@@ -29,7 +42,8 @@ pub(crate) fn spawn(mut fill: Fill) {
                 Err(error) => tracing::debug!(key = %fill.key, %error, "refresh without a lease"),
             }
         }
-        // Nobody waits for this answer; a streamed one is dropped with its connection.
+        // Nobody waits for this answer (a failure sets the key's backoff); a streamed one is
+        // dropped with its connection.
         let _answer = fill.run(Some(leader)).await;
     });
 }
