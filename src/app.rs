@@ -225,7 +225,9 @@ const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 /// [`SWEEP_INTERVAL`].
 fn sweep_watermarks(backend: Arc<Backend>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
+        // The first sweep one interval after start: nothing is old yet.
+        let first = tokio::time::Instant::now() + SWEEP_INTERVAL;
+        let mut ticks = tokio::time::interval_at(first, SWEEP_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;

@@ -117,6 +117,7 @@ pub async fn run_origin(
         idle_timeout: Duration::from_secs(60),
         max_connections: 10_000,
         max_header_bytes: 64 * 1024,
+        max_headers: 100,
         drain_timeout: Duration::from_secs(2),
     };
     server::serve(listener, tower::service_fn(demo_api), limits, shutdown)

@@ -30,6 +30,8 @@ pub struct ServerLimits {
     pub idle_timeout: Duration,
     pub max_connections: usize,
     pub max_header_bytes: usize,
+    /// Most header field lines in an HTTP/1 request head; more get 431 from hyper.
+    pub max_headers: usize,
     pub drain_timeout: Duration,
 }
 
@@ -40,6 +42,7 @@ impl From<&ServerConfig> for ServerLimits {
             idle_timeout: config.idle_timeout,
             max_connections: config.max_connections,
             max_header_bytes: config.max_header_bytes,
+            max_headers: config.max_headers,
             drain_timeout: config.drain_timeout,
         }
     }
@@ -134,6 +137,8 @@ fn builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(limits.header_read_timeout)
         // Larger request heads are refused with 431 by hyper.
         .max_buf_size(limits.max_header_bytes.max(MIN_BUF_SIZE))
+        // More header lines are refused with 431 by hyper too.
+        .max_headers(limits.max_headers)
         .keep_alive(true);
     builder
         .http2()

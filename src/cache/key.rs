@@ -150,8 +150,18 @@ fn normalize_percent(input: &str, is_path: bool) -> Result<String, TargetError> 
             if is_path && b == b'\\' {
                 return Err(TargetError::ForbiddenEncoding);
             }
-            // `http::Uri` has already refused anything outside visible ASCII.
-            out.push(char::from(b));
+            if b.is_ascii() {
+                // `http::Uri` has already refused ASCII controls and spaces.
+                out.push(char::from(b));
+            } else {
+                // `http::Uri` (and hyper's parser) let raw UTF-8 through; pushed byte by byte
+                // as chars it would be re-read as Latin-1 and forwarded as another path.
+                // Percent-encoded, as a URI must carry it (RFC 3986 §2.1), it is the same
+                // target as its encoded spelling.
+                out.push('%');
+                out.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
+                out.push(char::from(b"0123456789ABCDEF"[usize::from(b & 0x0F)]));
+            }
             i += 1;
         }
     }
@@ -384,19 +394,23 @@ pub fn url_fingerprint(
 
 /// Query parameters in a canonical order, ignored ones dropped. Empty pieces (`a=1&&b=2`)
 /// carry nothing and are dropped too.
+///
+/// Parameters are ordered by name, and the sort is stable: repeated names keep their order, so
+/// `id=1&id=2` and `id=2&id=1` stay apart (an origin reading the first or the last value answers
+/// them differently). An ignored parameter is dropped only when it cannot hide another: with a
+/// `;` in it (`utm_source=x;id=2`), an origin that also splits on `;` would read a parameter the
+/// key never saw, so it stays in the key.
 fn sorted_query<'a>(query: Option<&'a str>, ignore: &[String]) -> Vec<&'a str> {
     let Some(query) = query else {
         return Vec::new();
     };
+    let name = |param: &'a str| param.split('=').next().unwrap_or(param);
     let mut params: Vec<&str> = query
         .split('&')
         .filter(|p| !p.is_empty())
-        .filter(|p| {
-            let name = p.split('=').next().unwrap_or(p);
-            !ignore.iter().any(|i| i == name)
-        })
+        .filter(|p| p.contains(';') || !ignore.iter().any(|i| i == name(p)))
         .collect();
-    params.sort_unstable();
+    params.sort_by(|a, b| name(a).cmp(name(b)));
     params
 }
 

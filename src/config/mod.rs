@@ -46,6 +46,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
+    /// Most header field lines a request may carry (431 beyond).
+    pub max_headers: usize,
+    /// Longest request target, in bytes (414 beyond).
+    pub max_uri_bytes: usize,
     pub trusted_proxies: Vec<IpNet>,
 }
 

@@ -27,6 +27,10 @@ pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub(crate) const DEFAULT_MAX_HEADER_BYTES: &str = "64KiB";
 /// API request bodies are small; larger ones get 413 instead of buffering without bound.
 pub(crate) const DEFAULT_MAX_BODY_BYTES: &str = "16MiB";
+/// hyper's own default and nginx's order of magnitude; more header lines get 431.
+pub(crate) const DEFAULT_MAX_HEADERS: usize = 100;
+/// Common server and CDN limits (nginx, Apache) are 8 KiB; longer targets get 414.
+pub(crate) const DEFAULT_MAX_URI_BYTES: &str = "8KiB";
 
 /// Loopback so health, metrics and purge are not exposed by default.
 pub(crate) const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9091";
@@ -95,6 +99,8 @@ pub(crate) struct ServerSection {
     pub(crate) max_connections: usize,
     pub(crate) max_header_bytes: String,
     pub(crate) max_body_bytes: String,
+    pub(crate) max_headers: usize,
+    pub(crate) max_uri_bytes: String,
     pub(crate) trusted_proxies: Vec<String>,
 }
 
@@ -109,6 +115,8 @@ impl Default for ServerSection {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES.into(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES.into(),
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_uri_bytes: DEFAULT_MAX_URI_BYTES.into(),
             trusted_proxies: Vec::new(),
         }
     }
@@ -346,6 +354,8 @@ pub(crate) const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("server.max_connections", EnvKind::Integer),
     ("server.max_header_bytes", EnvKind::Str),
     ("server.max_body_bytes", EnvKind::Str),
+    ("server.max_headers", EnvKind::Integer),
+    ("server.max_uri_bytes", EnvKind::Str),
     ("server.trusted_proxies", EnvKind::List),
     ("admin.listen", EnvKind::Str),
     ("admin.token", EnvKind::Str),

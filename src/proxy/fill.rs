@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
-use http::header::CONTENT_LENGTH;
+use http::header::{CONTENT_LENGTH, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::time::Instant;
@@ -174,7 +174,13 @@ impl Fill {
                 // Recorded before the key is released, so no refresh slips in between.
                 let until = self.shared.clock.now() + REFRESH_BACKOFF;
                 self.shared.refresh_backoff.insert(self.key, until);
-                FillOutcome::Failed(failure.clone())
+                match failure {
+                    // A cookie is one client's: waiters ask the origin themselves.
+                    Failure::Status(buffered) if buffered.headers.contains_key(SET_COOKIE) => {
+                        FillOutcome::NotStorable
+                    }
+                    _ => FillOutcome::Failed(failure.clone()),
+                }
             }
         };
         if let Some(leader) = leader {

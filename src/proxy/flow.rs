@@ -52,9 +52,10 @@ async fn route_and_serve(
     request: Request<Body>,
     routed: &mut Option<Arc<Route>>,
 ) -> Result<Response<Body>, ProxyError> {
-    let target = Target::from_request(request.uri(), request.headers())?;
     // One snapshot per request: a reload in flight never mixes two sets of rules in one answer.
     let settings = shared.settings();
+    super::guard::check(&request, &settings)?;
+    let target = Target::from_request(request.uri(), request.headers())?;
     let route = Arc::clone(
         settings
             .routes

@@ -37,6 +37,32 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
+/// Request headers that some origin frameworks read as a different target, method, scheme,
+/// host, port or client (IIS and Symfony's `X-Original-URL`, method-override middleware,
+/// Rack's `X-Forwarded-Scheme`, RFC 7239 `Forwarded`, ...). No cache key includes them, so an
+/// origin that honoured one would let a single client shape what everyone is served: they are
+/// removed from every request Cachet forwards, whoever sent them. Cachet states forwarding
+/// facts in `X-Forwarded-For`, `-Proto`, `-Host` and `Via` only.
+const NEVER_FORWARDED: [HeaderName; 17] = [
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-original-uri"),
+    HeaderName::from_static("x-forwarded-uri"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-forwarded-ssl"),
+    HeaderName::from_static("x-url-scheme"),
+    HeaderName::from_static("front-end-https"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-host"),
+    HeaderName::from_static("x-original-host"),
+    HeaderName::from_static("forwarded"),
+];
+
 /// Request headers a fill never carries: the fill is a plain GET of the full representation
 /// (DESIGN.md request path, step 5), so conditionals, ranges and the client's cache directives
 /// stay with the client's own request.
@@ -81,13 +107,17 @@ pub(crate) struct ClientInfo {
 }
 
 /// Adds `X-Forwarded-For` (kept only from trusted proxies), `X-Forwarded-Proto`,
-/// `X-Forwarded-Host` (always Cachet's own view of the host) and `Via`.
+/// `X-Forwarded-Host` (always Cachet's own view of the host) and `Via`, after removing the
+/// override headers of [`NEVER_FORWARDED`].
 pub(crate) fn add_forwarding(
     headers: &mut HeaderMap,
     client: ClientInfo,
     trusted_proxies: &[IpNet],
     target: &Target,
 ) {
+    for name in &NEVER_FORWARDED {
+        headers.remove(name);
+    }
     let trusted = client
         .peer
         .is_some_and(|ip| trusted_proxies.iter().any(|net| net.contains(&ip)));
@@ -143,6 +173,11 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
 /// tag headers and `CDN-Cache-Control` go; the tags they named are returned. `Age` and
 /// `Content-Length` go too: Cachet sets its own.
 pub(crate) fn clean_response(headers: &mut HeaderMap) -> Vec<String> {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        // RFC 9112 §6.3: the transfer coding framed the body, so a `Content-Length` next to it
+        // describes nothing the client gets; an intermediary must drop it before forwarding.
+        headers.remove(header::CONTENT_LENGTH);
+    }
     remove_hop_by_hop(headers);
     let mut tags = Vec::new();
     for value in headers
@@ -258,6 +293,41 @@ mod tests {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         add_forwarding(&mut h, client, &trusted, &target());
         assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 10.1.2.3");
+    }
+
+    #[test]
+    fn override_headers_are_never_forwarded_even_from_trusted_proxies() {
+        let client = ClientInfo {
+            peer: Some("10.1.2.3".parse().unwrap()),
+            version: Version::HTTP_11,
+        };
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        for name in &NEVER_FORWARDED {
+            h.insert(name, HeaderValue::from_static("/admin"));
+        }
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        add_forwarding(&mut h, client, &trusted, &target());
+        for name in &NEVER_FORWARDED {
+            assert!(!h.contains_key(name), "{name} forwarded");
+        }
+        assert_eq!(h[header::ACCEPT], "*/*");
+    }
+
+    #[test]
+    fn content_length_next_to_transfer_encoding_is_dropped_rfc9112_6_3() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        clean_response(&mut h);
+        assert!(h.is_empty(), "{h:?}");
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        clean_response(&mut h);
+        assert_eq!(h[header::CONTENT_LENGTH], "5");
     }
 
     #[test]

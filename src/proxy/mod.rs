@@ -5,6 +5,7 @@ mod error;
 mod fill;
 mod flow;
 mod forward;
+mod guard;
 mod headers;
 mod observe;
 mod origin;
@@ -28,6 +29,7 @@ use http_body_util::{BodyExt, Full};
 use ipnet::IpNet;
 
 pub use error::ProxyError;
+pub use guard::GuardError;
 pub use origin::{OriginClient, OriginError};
 pub use purge::ResolveError;
 pub use router::RouteTable;
@@ -66,6 +68,10 @@ pub type PeerAddr = SocketAddr;
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
     pub(crate) max_body_bytes: u64,
+    /// `[server] max_uri_bytes`: longer targets get 414 (HTTP/2 included).
+    pub(crate) max_uri_bytes: usize,
+    /// `[server] max_headers`: more header lines get 431 (hyper enforces it for HTTP/1).
+    pub(crate) max_headers: usize,
     pub(crate) max_object_bytes: u64,
     pub(crate) max_tags_per_entry: usize,
     pub(crate) max_tag_bytes: usize,
@@ -126,6 +132,8 @@ impl Settings {
             hasher: PartitionHasher::new(config.cache.partition_secret.as_deref()),
             limits: Limits {
                 max_body_bytes: config.server.max_body_bytes,
+                max_uri_bytes: config.server.max_uri_bytes,
+                max_headers: config.server.max_headers,
                 max_object_bytes: config.cache.max_object_bytes,
                 max_tags_per_entry: config.cache.max_tags_per_entry,
                 max_tag_bytes: config.cache.max_tag_bytes,

@@ -24,6 +24,10 @@ const PLACEHOLDER_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::
 /// Headers whose values are credentials: never a metric label.
 const CREDENTIAL_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
 
+/// hyper sizes its header parse buffer by `max_headers` for every request head: a bound keeps
+/// a typo from costing memory on each request.
+const MAX_MAX_HEADERS: usize = 10_000;
+
 /// Levels `log.level` may name without being a full `EnvFilter` directive.
 const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
 
@@ -39,6 +43,17 @@ pub(super) fn server(s: ServerSection, check: &mut Check) -> ServerConfig {
         check.error("server.max_header_bytes", "must be greater than 0");
     }
     check.at_least_one("server.max_connections", s.max_connections);
+    check.at_least_one("server.max_headers", s.max_headers);
+    if s.max_headers > MAX_MAX_HEADERS {
+        check.error(
+            "server.max_headers",
+            format!("must be at most {MAX_MAX_HEADERS}"),
+        );
+    }
+    let max_uri_bytes = check.size_usize("server.max_uri_bytes", &s.max_uri_bytes);
+    if max_uri_bytes == Some(0) {
+        check.error("server.max_uri_bytes", "must be greater than 0");
+    }
     ServerConfig {
         listen: check
             .socket_addr("server.listen", &s.listen)
@@ -56,6 +71,8 @@ pub(super) fn server(s: ServerSection, check: &mut Check) -> ServerConfig {
         max_body_bytes: check
             .size("server.max_body_bytes", &s.max_body_bytes)
             .unwrap_or_default(),
+        max_headers: s.max_headers,
+        max_uri_bytes: max_uri_bytes.unwrap_or_default(),
         trusted_proxies,
     }
 }

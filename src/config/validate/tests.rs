@@ -40,6 +40,18 @@ max_body_bytes = "lots"
 #> server.max_connections | at least 1
 [server]
 max_connections = 0
+#> server.max_headers | at least 1
+[server]
+max_headers = 0
+#> server.max_headers | at most 10000
+[server]
+max_headers = 1000000
+#> server.max_uri_bytes | invalid size
+[server]
+max_uri_bytes = "long"
+#> server.max_uri_bytes | greater than 0
+[server]
+max_uri_bytes = "0B"
 #> server.trusted_proxies[1] | invalid cidr
 [server]
 trusted_proxies = ["10.0.0.0/8", "ten"]
@@ -351,6 +363,20 @@ fn route_for_tests_has_the_defaults_validation_gives() {
         format!("{:?}", Route::for_tests("products", "/api/products")),
         format!("{:?}", config.routes[0])
     );
+}
+
+#[test]
+fn request_head_limits_default_to_100_headers_and_8_kib_targets() {
+    let config = validate(MINIMAL, Vec::new()).unwrap();
+    assert_eq!(config.server.max_headers, 100);
+    assert_eq!(config.server.max_uri_bytes, 8 * 1024);
+    let text = format!("[server]\nmax_headers = 20\nmax_uri_bytes = \"2KiB\"\n{MINIMAL}");
+    let config = validate(&text, env(&[("CACHET__SERVER__MAX_HEADERS", "30")])).unwrap();
+    assert_eq!(
+        config.server.max_headers, 30,
+        "the environment overrides the file"
+    );
+    assert_eq!(config.server.max_uri_bytes, 2 * 1024);
 }
 
 /// A purge watermark outlives every entry it may cover: the longest route's timeout, `max_ttl`
