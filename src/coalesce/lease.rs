@@ -164,15 +164,10 @@ impl Leases {
         }
     }
 
-    /// Publishes the outcome of a fill and releases its lease. Call after a stored entry was
-    /// written to the shared tier.
+    /// Releases the lease of a fill and publishes its outcome. Call after a stored entry was
+    /// written to the shared tier. Released first: a waiter that registers and then finds the
+    /// lease gone knows the outcome may have been published before it listened.
     pub async fn complete(&self, lease: Lease, outcome: LeaseOutcome) {
-        let message = format!("{} {}", lease.key, outcome.code());
-        let mut publish = redis::cmd("PUBLISH");
-        publish.arg(&self.channel).arg(message);
-        if let Err(error) = self.redis.call::<i64>(&publish).await {
-            tracing::debug!(key = %lease.key, %error, "fill outcome not published; waiters time out");
-        }
         let lease_key = self.lease_key(&lease.key);
         let released: Result<i64, _> = self
             .redis
@@ -180,6 +175,12 @@ impl Leases {
             .await;
         if let Err(error) = released {
             tracing::debug!(key = %lease.key, %error, "lease not released; it expires by itself");
+        }
+        let message = format!("{} {}", lease.key, outcome.code());
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(&self.channel).arg(message);
+        if let Err(error) = self.redis.call::<i64>(&publish).await {
+            tracing::debug!(key = %lease.key, %error, "fill outcome not published; waiters time out");
         }
     }
 

@@ -259,7 +259,7 @@ async fn cached(
             Waited::Lead(leader) => {
                 // The previous leader went away; its fill may still have stored the entry.
                 let now = shared.clock.now();
-                let stored = lookup.find_at(&lookup.key, now).await;
+                let stored = lookup.stored_for(now, &client_headers).await;
                 if let Some(Found {
                     entry,
                     usability: Usability::Fresh,
@@ -273,7 +273,7 @@ async fn cached(
             }
         },
     };
-    let (leader, lease) = match lookup.across_instances(leader).await {
+    let (leader, lease) = match lookup.across_instances(leader, &client_headers).await {
         Across::Fill(leader, lease) => (leader, lease),
         Across::Served(response) => return response,
     };
@@ -302,7 +302,7 @@ async fn run_fill(fill: Fill, leader: Option<FillLeader>) -> Result<Answer, Prox
 impl Lookup {
     /// Takes the cross-instance lease for this key, or waits for the instance holding it and
     /// serves what it stored.
-    async fn across_instances(&self, leader: FillLeader) -> Across {
+    async fn across_instances(&self, leader: FillLeader, request_headers: &HeaderMap) -> Across {
         let Some(leases) = &self.shared.leases else {
             return Across::Fill(leader, None);
         };
@@ -321,15 +321,23 @@ impl Lookup {
         }
         // Registered before re-reading: a publish in between is not missed.
         let registration = leases.register(&self.key);
-        let leader = match self.collapse_into_stored(leader).await {
+        let leader = match self.collapse_into_stored(leader, request_headers).await {
             Ok(response) => return Across::Served(response),
             Err(leader) => leader,
         };
+        // The holder releases its lease before it publishes: a lease that is gone now was
+        // released before this registration, and its outcome may have been missed (one that
+        // left nothing in the shared tier: not storable, failed). Take the lease and fill.
+        match leases.acquire(&self.key, ttl).await {
+            Ok(Some(lease)) => return Across::Fill(leader, Some(lease)),
+            Ok(None) => {}
+            Err(_) => return Across::Fill(leader, None),
+        }
         if registration.wait(ttl).await != Some(LeaseOutcome::Stored) {
             // Not storable, failed, or the holder vanished: fill here.
             return Across::Fill(leader, None);
         }
-        match self.collapse_into_stored(leader).await {
+        match self.collapse_into_stored(leader, request_headers).await {
             Ok(response) => Across::Served(response),
             Err(leader) => Across::Fill(leader, None),
         }
@@ -337,9 +345,13 @@ impl Lookup {
 
     /// Serves a fresh entry another fill stored, sharing it with local followers; gives the
     /// leadership back when there is none.
-    async fn collapse_into_stored(&self, leader: FillLeader) -> Result<Response<Body>, FillLeader> {
+    async fn collapse_into_stored(
+        &self,
+        leader: FillLeader,
+        request_headers: &HeaderMap,
+    ) -> Result<Response<Body>, FillLeader> {
         let now = self.shared.clock.now();
-        match self.find_at(&self.key, now).await {
+        match self.stored_for(now, request_headers).await {
             Some(found) if found.usability == Usability::Fresh => {
                 leader.finish(FillOutcome::Stored(Arc::clone(&found.entry)));
                 Ok(serve_entry(
@@ -377,6 +389,20 @@ impl Lookup {
             (Verdict::Stale, _) | (_, Verdict::Stale) => Verdict::Stale,
             (Verdict::Valid, Verdict::Valid) => Verdict::Valid,
         }
+    }
+
+    /// What another fill stored for this request: the entry under its key, and when that is
+    /// the primary key of a URL found to vary, the variant this request selects (never the
+    /// primary entry itself, which is the variant of whoever filled it).
+    async fn stored_for(&self, now: SystemTime, request_headers: &HeaderMap) -> Option<Found> {
+        let found = self.find_at(&self.key, now).await?;
+        if self.key != self.primary || found.entry.meta.vary.is_empty() {
+            return Some(found);
+        }
+        let names = &found.entry.meta.vary;
+        let variant = variant_fingerprint(&self.settings.hasher, names, request_headers);
+        self.find_at(&variant_key(&self.primary, names, &variant), now)
+            .await
     }
 
     /// The usable entry for this request, two steps when the URL varies: the primary key's
