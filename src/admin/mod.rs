@@ -7,6 +7,8 @@
 //! body into a [`PurgeRequest`] and is the one place an admin error becomes JSON.
 
 mod auth;
+#[cfg(test)]
+mod fuzz;
 mod purge;
 #[cfg(test)]
 mod tests;

@@ -340,4 +340,6 @@ fn entry_from_wire(wire: Wire<'_>) -> Result<Entry, CodecError> {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

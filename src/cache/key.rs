@@ -415,4 +415,6 @@ fn sorted_query<'a>(query: Option<&'a str>, ignore: &[String]) -> Vec<&'a str> {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -5,6 +5,8 @@ mod error;
 mod fill;
 mod flow;
 mod forward;
+#[cfg(test)]
+mod fuzz;
 mod guard;
 mod headers;
 mod observe;
