@@ -242,7 +242,8 @@ impl SharedPurges {
         let Some((seq, selector, soft)) = parse_message(payload) else {
             return;
         };
-        self.watermarks.raise(selector, seq, soft, self.clock.now());
+        self.watermarks
+            .raise_unless_held(selector, seq, soft, self.clock.now());
     }
 
     /// Notices a stalled subscription or lost data between messages.

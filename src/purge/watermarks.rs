@@ -121,6 +121,18 @@ impl Watermarks {
         self.raise_mark(selector, Mark::new(seq, soft, now));
     }
 
+    /// [`Self::raise`] unless `selector` already holds `seq`: a purge seen again (an
+    /// instance's own purge echoed by pub/sub) keeps the time it was first applied at, so its
+    /// mark is forgotten on time.
+    pub fn raise_unless_held(&mut self, selector: Selector, seq: u64, soft: bool, now: SystemTime) {
+        let held = self
+            .mark(&selector)
+            .is_some_and(|mark| if soft { mark.soft } else { mark.hard } >= seq);
+        if !held {
+            self.raise(selector, seq, soft, now);
+        }
+    }
+
     /// Raises `selector`'s mark to at least `mark`, field by field.
     pub fn raise_mark(&mut self, selector: Selector, mark: Mark) {
         let highest = mark.highest();
@@ -346,6 +358,11 @@ impl SharedWatermarks {
     /// See [`Watermarks::raise`].
     pub fn raise(&self, selector: Selector, seq: u64, soft: bool, now: SystemTime) {
         self.update(|map| map.raise(selector, seq, soft, now));
+    }
+
+    /// See [`Watermarks::raise_unless_held`].
+    pub fn raise_unless_held(&self, selector: Selector, seq: u64, soft: bool, now: SystemTime) {
+        self.update(|map| map.raise_unless_held(selector, seq, soft, now));
     }
 
     /// See [`Watermarks::raise_mark`].

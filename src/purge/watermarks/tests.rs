@@ -344,3 +344,17 @@ proptest! {
         prop_assert_eq!(map.verdict(entry(&entry_tags, &path, seq)), expected);
     }
 }
+
+/// A purge seen again (its own pub/sub echo) does not make its mark younger, so it is
+/// forgotten on time; a higher sequence still raises it.
+#[test]
+fn a_purge_seen_again_keeps_the_time_it_was_applied_at() {
+    let mut map = Watermarks::new();
+    let selector = Selector::tag("a");
+    map.raise(selector.clone(), 7, false, t(1));
+    map.raise_unless_held(selector.clone(), 7, false, t(50));
+    assert_eq!(map.mark(&selector).unwrap().raised_at, t(1));
+    map.raise_unless_held(selector.clone(), 8, false, t(50));
+    assert_eq!(map.mark(&selector).unwrap().hard, 8);
+    assert_eq!(map.mark(&selector).unwrap().raised_at, t(50));
+}
