@@ -6,12 +6,11 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use cachet::app::memory_only_service;
 use cachet::cache::{CacheKey, PartitionHasher, Target};
 use cachet::clock::SystemClock;
 use cachet::config::{self, Config};
-use cachet::proxy::{OriginClient, ProxyService};
-use cachet::telemetry::Metrics;
-use cachet::tiers::{MemoryTier, TieredOptions, Tiers};
+use cachet::proxy::ProxyService;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
 use http_body_util::{BodyExt, Empty};
@@ -85,22 +84,6 @@ fn config(upstream: &str) -> Config {
     config::from_toml_str(&text, Vec::new()).expect("a valid config")
 }
 
-fn service(config: &Config) -> ProxyService {
-    let memory = MemoryTier::with_partition_share(
-        config.cache.memory_max_bytes,
-        config.cache.tenant_max_share,
-    );
-    ProxyService::new(
-        config,
-        Tiers::new(memory, None, TieredOptions::default()),
-        OriginClient::new(),
-        Arc::new(SystemClock),
-        1,
-        None,
-        Metrics::new(&config.metrics),
-    )
-}
-
 async fn get(service: &ProxyService, headers: &HeaderMap) -> Bytes {
     let mut request = Request::get(TARGET)
         .body(Empty::<Bytes>::new())
@@ -127,7 +110,8 @@ fn memory_hit(c: &mut Criterion) {
     let mut group = c.benchmark_group("memory hit through the service");
     for len in [1024, 16 * 1024] {
         let service = runtime.block_on(async {
-            let service = service(&config(&origin(len).await));
+            let service =
+                memory_only_service(&config(&origin(len).await), Arc::new(SystemClock), 1);
             // The fill; every later request is a memory hit.
             assert_eq!(get(&service, &headers).await.len(), len);
             service

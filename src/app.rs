@@ -241,13 +241,30 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
+/// The memory tier `[cache]` describes.
+fn memory_tier(config: &Config) -> MemoryTier {
+    MemoryTier::with_partition_share(config.cache.memory_max_bytes, config.cache.tenant_max_share)
+}
+
+/// A `ProxyService` on the memory tier alone, as [`run`] builds it without `[cache.redis]`,
+/// for driving the proxy in process (`oneshot`) from benches and tests. `seed` seeds its
+/// random draws.
+pub fn memory_only_service(config: &Config, clock: Arc<dyn Clock>, seed: u64) -> ProxyService {
+    ProxyService::new(
+        config,
+        Tiers::new(memory_tier(config), None, TieredOptions::default()),
+        OriginClient::new(),
+        clock,
+        seed,
+        None,
+        Metrics::new(&config.metrics),
+    )
+}
+
 /// Memory in front of Redis when `[cache.redis]` is configured. Redis being down is not an
 /// error: the tier connects by itself and the breaker keeps it off the request path meanwhile.
 async fn build_tiers(config: &Config) -> Tiers {
-    let memory = MemoryTier::with_partition_share(
-        config.cache.memory_max_bytes,
-        config.cache.tenant_max_share,
-    );
+    let memory = memory_tier(config);
     let Some(redis) = &config.cache.redis else {
         return Tiers::new(memory, None, TieredOptions::default());
     };

@@ -6,57 +6,14 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
-
 use serde_json::Value;
+use support::logs::Captured;
 use support::proxy::one_route;
 use support::{Client, Origin, Proxy, Reply};
-use tracing_subscriber::fmt::MakeWriter;
 
 const SECRET: &str = "Bearer access-log-s3cret";
 const QUERY_SECRET: &str = "api_key=q-s3cret";
 const UNLISTED_TENANT: &str = "unlisted-tenant-91c2";
-
-/// A writer appending to a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Self;
-    fn make_writer(&'a self) -> Self {
-        self.clone()
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-    }
-}
-
-/// Every level, JSON, into `captured`, for this thread.
-fn capture(captured: &Captured) -> tracing::subscriber::DefaultGuard {
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(captured.clone())
-        .finish();
-    tracing::subscriber::set_default(subscriber)
-}
 
 fn config(origin: &Origin, access_log: bool) -> String {
     format!(
@@ -78,7 +35,7 @@ fn access_events(text: &str) -> Vec<Value> {
 #[tokio::test]
 async fn one_event_per_request_and_no_secrets() {
     let captured = Captured::default();
-    let _guard = capture(&captured);
+    let _guard = captured.capture(true);
     let origin = Origin::numbered(Reply::empty().cache_control("max-age=60")).await;
     let proxy = Proxy::start(&config(&origin, true)).await;
     let client = Client::new(proxy.addr);
@@ -115,7 +72,7 @@ async fn one_event_per_request_and_no_secrets() {
 #[tokio::test]
 async fn access_log_off_writes_no_access_events() {
     let captured = Captured::default();
-    let _guard = capture(&captured);
+    let _guard = captured.capture(true);
     let origin = Origin::numbered(Reply::empty().cache_control("max-age=60")).await;
     let proxy = Proxy::start(&config(&origin, false)).await;
     Client::new(proxy.addr).get("/quiet", &[]).await;

@@ -10,13 +10,10 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
-
 use support::client::RawConn;
+use support::logs::Captured;
 use support::proxy::SERVER;
 use support::{Client, Origin, Proxy, Raw, Reply, raw};
-use tracing_subscriber::fmt::MakeWriter;
 
 /// Header lines a request may carry here: few enough that a request at the limit, with the
 /// forwarding headers Cachet adds, stays within the origin's own limit (hyper's 100).
@@ -487,42 +484,12 @@ async fn nothing_after_a_refused_request_is_read() {
 const ADMIN_TOKEN: &str = "adm1n-t0ken-9f3e";
 const WRONG_TOKEN: &str = "wr0ng-t0ken-77c1";
 
-/// A writer appending to a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Self;
-    fn make_writer(&'a self) -> Self {
-        self.clone()
-    }
-}
-
 /// The admin token never reaches the logs, at any level, whether a request carries the right
 /// one or a wrong one; a refusal is a 401 that names nothing.
 #[tokio::test]
 async fn admin_tokens_never_reach_the_logs() {
     let captured = Captured::default();
-    // `#[tokio::test]` runs Cachet's tasks on this thread, so its events land in the buffer.
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(captured.clone())
-            .finish(),
-    );
+    let _guard = captured.capture(false);
     let origin = Origin::numbered(Reply::empty()).await;
     let toml = config(&origin).replace(
         "[admin]\nlisten = \"127.0.0.1:0\"\n",
@@ -551,8 +518,7 @@ async fn admin_tokens_never_reach_the_logs() {
         .await;
     proxy.shutdown().await;
 
-    let text = String::from_utf8_lossy(&captured.0.lock().unwrap_or_else(PoisonError::into_inner))
-        .into_owned();
+    let text = captured.text();
     assert!(text.contains("purge"), "nothing was captured:\n{text}");
     for token in [ADMIN_TOKEN, WRONG_TOKEN] {
         assert!(!text.contains(token), "{token} in the logs:\n{text}");

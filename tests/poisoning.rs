@@ -239,20 +239,20 @@ async fn a_get_with_a_body_is_refused_and_stores_nothing() {
     proxy.shutdown().await;
 }
 
-/// RFC 9111 §3 with DESIGN.md step 6: a response with `Set-Cookie` is not storable, so it is
-/// never handed to requests that waited on its fill: each waiter asks the origin itself and
-/// gets its own cookie.
-#[tokio::test]
-async fn a_set_cookie_response_is_never_shared_with_waiting_requests() {
-    const N: usize = 5;
+/// Requests waiting on a fill whose answer carries `Set-Cookie`.
+const WAITERS: usize = 5;
+
+/// [`WAITERS`] concurrent requests for `path` while the origin holds its first answer; the
+/// origin's `n`-th answer is `reply(n)` with `Set-Cookie: session=s<n>`. Asserts that every
+/// client got a cookie of its own; returns the answers and the origin's request count.
+async fn cookie_burst(path: &str, reply: fn(usize) -> Reply) -> (Vec<Resp>, usize) {
     let gate = Gate::new();
     let origin = Origin::start({
         let gate = gate.clone();
         let count = std::sync::atomic::AtomicUsize::new(0);
         move |_| {
             let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            Reply::ok(format!("session {n}"))
-                .cache_control("public, max-age=60")
+            reply(n)
                 .header("set-cookie", &format!("session=s{n}"))
                 .gate(&gate)
         }
@@ -262,23 +262,35 @@ async fn a_set_cookie_response_is_never_shared_with_waiting_requests() {
     let client = Client::new(proxy.addr);
     let readers = proxy.clock_readers();
 
-    let tasks = burst(&client, "/cookie", &[], N);
+    let tasks = burst(&client, path, &[], WAITERS);
     origin.next_request().await;
-    proxy.await_clock_readers(readers + N + 1).await;
+    proxy.await_clock_readers(readers + WAITERS + 1).await;
     gate.open();
     let all = join_all(tasks).await;
 
     let cookies: BTreeSet<&str> = all.iter().filter_map(|r| r.header("set-cookie")).collect();
     assert_eq!(
         cookies.len(),
-        N,
+        WAITERS,
         "a cookie was handed to another client: {cookies:?}"
     );
+    proxy.shutdown().await;
+    (all, origin.hits())
+}
+
+/// RFC 9111 §3 with DESIGN.md step 6: a response with `Set-Cookie` is not storable, so it is
+/// never handed to requests that waited on its fill: each waiter asks the origin itself and
+/// gets its own cookie.
+#[tokio::test]
+async fn a_set_cookie_response_is_never_shared_with_waiting_requests() {
+    let (all, origin_hits) = cookie_burst("/cookie", |n| {
+        Reply::ok(format!("session {n}")).cache_control("public, max-age=60")
+    })
+    .await;
     for response in &all {
         assert!(!response.is_hit(), "{}", response.cache_status());
     }
-    assert_eq!(origin.hits(), N);
-    proxy.shutdown().await;
+    assert_eq!(origin_hits, WAITERS);
 }
 
 /// A failed fill is shared with its waiters as the origin sent it (DESIGN.md step 6), except
@@ -286,37 +298,10 @@ async fn a_set_cookie_response_is_never_shared_with_waiting_requests() {
 /// and gets its own.
 #[tokio::test]
 async fn a_5xx_with_set_cookie_is_never_shared_with_waiting_requests() {
-    const N: usize = 5;
-    let gate = Gate::new();
-    let origin = Origin::start({
-        let gate = gate.clone();
-        let count = std::sync::atomic::AtomicUsize::new(0);
-        move |_| {
-            let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            Reply::ok(format!("down {n}"))
-                .status(503)
-                .header("set-cookie", &format!("session=s{n}"))
-                .gate(&gate)
-        }
+    cookie_burst("/cookie-5xx", |n| {
+        Reply::ok(format!("down {n}")).status(503)
     })
     .await;
-    let proxy = Proxy::one_route(&origin.url(), "").await;
-    let client = Client::new(proxy.addr);
-    let readers = proxy.clock_readers();
-
-    let tasks = burst(&client, "/cookie-5xx", &[], N);
-    origin.next_request().await;
-    proxy.await_clock_readers(readers + N + 1).await;
-    gate.open();
-    let all = join_all(tasks).await;
-
-    let cookies: BTreeSet<&str> = all.iter().filter_map(|r| r.header("set-cookie")).collect();
-    assert_eq!(
-        cookies.len(),
-        N,
-        "a cookie was handed to another client: {cookies:?}"
-    );
-    proxy.shutdown().await;
 }
 
 /// Forwarding trust: a peer in `trusted_proxies` has its `X-Forwarded-For` appended to and its

@@ -48,6 +48,14 @@ async fn two_instances(config: &str) -> (Proxy, Proxy, Client, Client) {
     (a, b, to_a, to_b)
 }
 
+/// Two instances of one route to `origin` on `redis`, both reading the shared tier.
+async fn synced_pair(redis: &RedisServer, origin: &Origin) -> (Proxy, Proxy, Client, Client) {
+    let config = one_route_shared(&origin.url(), &redis_url(&redis.url()), "");
+    let (a, b, to_a, to_b) = two_instances(&config).await;
+    await_both_up(&a, &b).await;
+    (a, b, to_a, to_b)
+}
+
 /// Waits until both instances read the shared tier (reachable, purges in sync).
 async fn await_both_up(a: &Proxy, b: &Proxy) {
     await_shared_tier_up(a, SYNC_WAIT).await;
@@ -113,13 +121,7 @@ async fn redis_down_at_start_is_served_around_and_used_once_it_comes_up() {
 async fn redis_killed_mid_traffic_costs_no_errors_and_bounded_latency() {
     let mut redis = RedisServer::start();
     let origin = Origin::numbered(Reply::empty().cache_control(MAX_AGE_60)).await;
-    let (a, b, to_a, to_b) = two_instances(&one_route_shared(
-        &origin.url(),
-        &redis_url(&redis.url()),
-        "",
-    ))
-    .await;
-    await_both_up(&a, &b).await;
+    let (a, b, to_a, to_b) = synced_pair(&redis, &origin).await;
     let paths: Arc<Vec<String>> = Arc::new((0..20).map(|n| format!("/killed/{n}")).collect());
     for path in paths.iter() {
         assert_eq!(
@@ -195,13 +197,7 @@ async fn redis_killed_mid_traffic_costs_no_errors_and_bounded_latency() {
 async fn a_paused_redis_holds_no_request_much_longer_than_op_timeout_and_recovers() {
     let redis = RedisServer::start();
     let origin = Origin::numbered(Reply::empty().cache_control(MAX_AGE_60)).await;
-    let (a, b, to_a, to_b) = two_instances(&one_route_shared(
-        &origin.url(),
-        &redis_url(&redis.url()),
-        "",
-    ))
-    .await;
-    await_both_up(&a, &b).await;
+    let (a, b, to_a, to_b) = synced_pair(&redis, &origin).await;
     for n in 0..10 {
         to_a.get(&format!("/paused/{n}"), &[HOST]).await;
     }
@@ -271,13 +267,7 @@ async fn first_answer_not_from_memory(client: &Client, path: &str) -> Resp {
 async fn redis_restarted_empty_is_a_new_epoch_that_clears_memory() {
     let mut redis = RedisServer::start();
     let origin = Origin::numbered(Reply::empty().cache_control(MAX_AGE_60)).await;
-    let (a, b, to_a, to_b) = two_instances(&one_route_shared(
-        &origin.url(),
-        &redis_url(&redis.url()),
-        "",
-    ))
-    .await;
-    await_both_up(&a, &b).await;
+    let (a, b, to_a, to_b) = synced_pair(&redis, &origin).await;
     assert_eq!(to_a.get("/epoch", &[HOST]).await.text(), "/epoch #1");
     await_entry_keys(&redis, 1, WRITE_WAIT).await;
     assert_eq!(to_b.get("/epoch", &[HOST]).await.cache_status(), SHARED_HIT);
@@ -317,13 +307,7 @@ fn blob(server: &RedisServer, key: &str) -> Option<Vec<u8>> {
 async fn a_corrupt_blob_in_redis_is_a_miss_and_is_replaced() {
     let redis = RedisServer::start();
     let origin = Origin::numbered(Reply::empty().cache_control(MAX_AGE_60)).await;
-    let (a, b, to_a, to_b) = two_instances(&one_route_shared(
-        &origin.url(),
-        &redis_url(&redis.url()),
-        "",
-    ))
-    .await;
-    await_both_up(&a, &b).await;
+    let (a, b, to_a, to_b) = synced_pair(&redis, &origin).await;
     let mut known = Vec::new();
     for (n, path) in ["/corrupt/garbage", "/corrupt/truncated"]
         .into_iter()

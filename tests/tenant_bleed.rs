@@ -19,10 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use cachet::clock::ManualClock;
 use cachet::coalesce::lease::LeaseHook;
-use cachet::config::Config;
-use cachet::proxy::{OriginClient, ProxyService};
-use cachet::telemetry::Metrics;
-use cachet::tiers::{MemoryTier, TieredOptions, Tiers};
+use cachet::proxy::ProxyService;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use rand::rngs::SmallRng;
@@ -491,24 +488,6 @@ where
     std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
-/// A `ProxyService` on the memory tier alone, on `clock`, as `cachet::run` builds it without
-/// `[cache.redis]`.
-fn in_process(config: &Config, clock: Arc<ManualClock>, seed: u64) -> ProxyService {
-    let memory = MemoryTier::with_partition_share(
-        config.cache.memory_max_bytes,
-        config.cache.tenant_max_share,
-    );
-    ProxyService::new(
-        config,
-        Tiers::new(memory, None, TieredOptions::default()),
-        OriginClient::new(),
-        clock,
-        seed,
-        None,
-        Metrics::new(&config.metrics),
-    )
-}
-
 /// One request through `service` with `oneshot`.
 async fn through_service(service: ProxyService, req: Req) -> Answer {
     let mut builder = Request::get(req.target.as_str());
@@ -554,7 +533,7 @@ async fn a_hundred_thousand_random_requests_never_cross_partitions_in_process() 
     let config = parse(&config_text(&origin.url(), None));
     // A clock that never moves: every entry stays fresh for the whole run.
     let clock = Arc::new(ManualClock::new(SystemTime::now()));
-    let service = in_process(&config, clock, seed);
+    let service = cachet::app::memory_only_service(&config, clock, seed);
 
     let started = Instant::now();
     let tally = run_all(Arc::clone(&reqs), move |_, req| {

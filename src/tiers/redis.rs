@@ -236,17 +236,7 @@ impl RedisTier {
         inner
             .run(async {
                 let mut conn = inner.connection()?;
-                let mut invocation = script.prepare_invoke();
-                for key in keys {
-                    invocation.key(*key);
-                }
-                for arg in args {
-                    invocation.arg(*arg);
-                }
-                invocation
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(connection::classify)
+                connection::invoke(script, keys, args, &mut conn).await
             })
             .await
     }
@@ -268,19 +258,7 @@ impl RedisTier {
         let inner = &self.inner;
         let mut conn = inner.connection()?;
         let (value, replicas): (u64, u64) = inner
-            .run(async {
-                let mut invocation = script.prepare_invoke();
-                for key in keys {
-                    invocation.key(*key);
-                }
-                for arg in args {
-                    invocation.arg(*arg);
-                }
-                invocation
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(connection::classify)
-            })
+            .run(connection::invoke(script, keys, args, &mut conn))
             .await?;
         if replicas == 0 {
             return Ok(value);

@@ -9,6 +9,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod client;
+pub(crate) mod logs;
 pub(crate) mod origin;
 pub(crate) mod proxy;
 

@@ -9,7 +9,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
 use proptest::prelude::*;
 
 use super::{
@@ -177,21 +177,10 @@ fn postcard_ish() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(token, 0..24).prop_map(|tokens| tokens.concat())
 }
 
-fn header() -> impl Strategy<Value = (HeaderName, HeaderValue)> {
-    let names = prop::sample::select(vec!["content-type", "etag", "set-cookie", "x-a", "vary"]);
-    let value = prop::collection::vec(prop_oneof![32u8..=126, 128u8..=255, Just(b'\t')], 0..24);
-    (names, value).prop_map(|(name, value)| {
-        (
-            HeaderName::from_static(name),
-            HeaderValue::from_bytes(&value).expect("visible bytes, obs-text and tab"),
-        )
-    })
-}
-
 prop_compose! {
     fn entry()(
         status in 100u16..=999,
-        headers in prop::collection::vec(header(), 0..5),
+        headers in prop::collection::vec(super::tests::header_strategy(), 0..5),
         body in prop::collection::vec(any::<u8>(), 0..600),
         partition in any::<[u8; 32]>(),
         tags in prop::collection::vec(".{0,10}", 0..4),

@@ -216,7 +216,7 @@ fn epochs_print_and_parse_as_hex() {
     }
 }
 
-fn header_strategy() -> impl Strategy<Value = (HeaderName, HeaderValue)> {
+pub(super) fn header_strategy() -> impl Strategy<Value = (HeaderName, HeaderValue)> {
     let names = prop::sample::select(vec![
         "content-type",
         "set-cookie",

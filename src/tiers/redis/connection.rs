@@ -59,6 +59,23 @@ pub(super) async fn query<T: redis::FromRedisValue>(
     cmd.query_async(conn).await.map_err(classify)
 }
 
+/// Runs `script` (`EVALSHA`, loading it when Redis lacks it) with `keys` and `args` on `conn`.
+pub(super) async fn invoke<T: redis::FromRedisValue>(
+    script: &redis::Script,
+    keys: &[&str],
+    args: &[&str],
+    conn: &mut RedisConnection,
+) -> Result<T, TierError> {
+    let mut invocation = script.prepare_invoke();
+    for key in keys {
+        invocation.key(*key);
+    }
+    for arg in args {
+        invocation.arg(*arg);
+    }
+    invocation.invoke_async(conn).await.map_err(classify)
+}
+
 pub(super) fn unavailable(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> TierError {
     TierError::Unavailable(error.into())
 }
