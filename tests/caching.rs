@@ -6,6 +6,7 @@ mod support;
 
 use std::time::Duration;
 
+use support::proxy::one_route;
 use support::{Client, Origin, Proxy, Reply, ttl};
 
 const MAX_AGE_60: &str = "max-age=60";
@@ -125,6 +126,38 @@ async fn responses_a_shared_cache_must_not_store_reach_the_origin_every_time() {
             assert_eq!(origin.hits_for(path), round, "{path}");
         }
     }
+    proxy.shutdown().await;
+}
+
+/// RFC 9111 §4 leaves a cache free to send requests for a not-storable URL straight on; the
+/// record that lets it skip coalescing lasts `hit_for_miss_ttl` by the proxy's clock.
+#[tokio::test]
+async fn hit_for_miss_lasts_its_ttl_then_the_url_is_a_plain_miss_again() {
+    let origin = Origin::fixed(Reply::ok("never stored").cache_control("no-store")).await;
+    let config = one_route(&origin.url(), "").replacen(
+        "[cache]\n",
+        "[cache]\nhit_for_miss_ttl = \"10s\"\n",
+        1,
+    );
+    let proxy = Proxy::start(&config).await;
+    let client = Client::new(proxy.addr);
+    let bypass = "cachet; fwd=bypass; detail=hit-for-miss";
+
+    assert_eq!(
+        client.get("/h4m", &[]).await.cache_status(),
+        "cachet; fwd=miss"
+    );
+    proxy.advance(Duration::from_secs(9));
+    assert_eq!(client.get("/h4m", &[]).await.cache_status(), bypass);
+    // The bypassed answer was not storable either: the record starts again from it.
+    proxy.advance(Duration::from_secs(9));
+    assert_eq!(client.get("/h4m", &[]).await.cache_status(), bypass);
+    proxy.advance(Duration::from_secs(11));
+    assert_eq!(
+        client.get("/h4m", &[]).await.cache_status(),
+        "cachet; fwd=miss"
+    );
+    assert_eq!(origin.hits(), 4);
     proxy.shutdown().await;
 }
 

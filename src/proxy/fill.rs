@@ -160,13 +160,14 @@ impl Fill {
         }
         let outcome = match &answer {
             Answer::Stored(entry) | Answer::Revalidated { entry, .. } => {
-                self.shared.hit_for_miss.invalidate(&self.key);
+                self.shared.hit_for_miss.remove(&self.key);
                 FillOutcome::Stored(Arc::clone(entry))
             }
             Answer::Passed(_) => {
                 // A client's own `no-store` says nothing about the response.
                 if !self.no_store {
-                    self.shared.hit_for_miss.insert(self.key, ());
+                    let until = self.shared.clock.now() + self.shared.hit_for_miss_ttl;
+                    self.shared.hit_for_miss.insert(self.key, until);
                 }
                 FillOutcome::NotStorable
             }

@@ -196,7 +196,7 @@ async fn cached(
                     if early_refresh_possible(&entry.times, now, beta)
                         && refresh_early(&entry.times, now, beta, shared.sample())
                     {
-                        refresh::spawn(fill(Some(Arc::clone(entry))));
+                        refresh::spawn(shared, lookup.key, || fill(Some(Arc::clone(entry))));
                     }
                     let status = CacheStatus::Hit {
                         ttl,
@@ -209,7 +209,7 @@ async fn cached(
             Usability::Stale {
                 within_swr: true, ..
             } if !directives.no_cache => {
-                refresh::spawn(fill(Some(Arc::clone(entry))));
+                refresh::spawn(shared, lookup.key, || fill(Some(Arc::clone(entry))));
                 // A soft-purged entry is stale before its time: never report a positive ttl.
                 let status = CacheStatus::StaleWhileRevalidate { ttl: ttl.min(-1) };
                 return serve_entry(entry, status, now, &lookup.serve);
@@ -233,7 +233,7 @@ async fn cached(
         let answer = run_fill(fill(stale.clone()), None).await;
         return lookup.respond(answer, stale.as_ref(), Why::Request);
     }
-    if shared.hit_for_miss.contains_key(&lookup.key) {
+    if shared.hit_for_miss.holds(&lookup.key, now) {
         // Remembered as not storable: straight to the origin, nobody queues behind it, and the
         // client's own Range and conditionals travel with it since nothing will be stored.
         let mut passing = fill(None);

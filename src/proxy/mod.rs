@@ -13,6 +13,7 @@ mod observe;
 mod origin;
 mod pass;
 mod purge;
+mod recent;
 mod refresh;
 mod router;
 mod serve;
@@ -44,6 +45,7 @@ use crate::config::Config;
 use crate::purge::SharedWatermarks;
 use crate::telemetry::Metrics;
 use crate::tiers::Tiers;
+use recent::RecentKeys;
 
 /// Boxed error of bodies and sources.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -99,12 +101,15 @@ pub(crate) struct Shared {
     pub(crate) lease_ttl: std::time::Duration,
     /// One fill per key at a time.
     pub(crate) coalescer: Arc<Coalescer<CacheKey, fill::FillOutcome>>,
-    /// Keys whose last response was not storable: they bypass coalescing for a while.
-    pub(crate) hit_for_miss: moka::sync::Cache<CacheKey, ()>,
+    /// Keys whose last response was not storable, until when (`hit_for_miss_ttl` by
+    /// [`Shared::clock`]): they bypass coalescing meanwhile.
+    pub(crate) hit_for_miss: RecentKeys,
+    /// `[cache] hit_for_miss_ttl`.
+    pub(crate) hit_for_miss_ttl: std::time::Duration,
     /// Keys whose last background refresh failed, with the time (by [`Shared::clock`]) before
     /// which they are not refreshed again: an origin that is down is not sent a refresh per
     /// stale hit.
-    pub(crate) refresh_backoff: moka::sync::Cache<CacheKey, std::time::SystemTime>,
+    pub(crate) refresh_backoff: RecentKeys,
     /// Jitter and early-refresh draws; seeded by tests for repeatable runs.
     // A std mutex: held for one draw, never across an await.
     rng: std::sync::Mutex<rand::rngs::SmallRng>,
@@ -180,12 +185,6 @@ impl Shared {
 
 /// How long a key whose background refresh failed is served stale without another attempt.
 pub(crate) const REFRESH_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
-/// How long a backoff record is kept at most (it only matters for [`REFRESH_BACKOFF`]).
-const REFRESH_BACKOFF_RECORD: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Keys remembered as hit-for-miss at most; beyond it the least useful are forgotten, which
-/// only costs a coalesced wait.
-const HIT_FOR_MISS_CAPACITY: u64 = 100_000;
 
 /// The tower service for client traffic. Cloning is cheap.
 #[derive(Debug)]
@@ -242,20 +241,9 @@ impl ProxyService {
                 .map(|r| r.lease_ttl)
                 .unwrap_or_default(),
             coalescer: Arc::new(Coalescer::new()),
-            hit_for_miss: moka::sync::Cache::builder()
-                .max_capacity(HIT_FOR_MISS_CAPACITY)
-                // moka refuses a zero time-to-live; a nanosecond forgets at once.
-                .time_to_live(
-                    config
-                        .cache
-                        .hit_for_miss_ttl
-                        .max(std::time::Duration::from_nanos(1)),
-                )
-                .build(),
-            refresh_backoff: moka::sync::Cache::builder()
-                .max_capacity(HIT_FOR_MISS_CAPACITY)
-                .time_to_live(REFRESH_BACKOFF_RECORD)
-                .build(),
+            hit_for_miss: RecentKeys::new(rand::random()),
+            hit_for_miss_ttl: config.cache.hit_for_miss_ttl,
+            refresh_backoff: RecentKeys::new(rand::random()),
             rng: std::sync::Mutex::new(rand::rngs::SmallRng::seed_from_u64(seed)),
             metrics,
             access_log: config.log.access_log,
