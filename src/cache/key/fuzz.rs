@@ -10,7 +10,9 @@ use http::{HeaderMap, HeaderValue, Uri};
 use proptest::prelude::*;
 
 use super::{
-    CacheKey, PartitionHasher, Target, normalize_percent, remove_dot_segments, sorted_query,
+    CacheKey, PartitionHasher, Target, normalize_authority, normalize_percent,
+    normalize_percent_bytewise, parse_authority, remove_dot_segments, resolve_dot_segments,
+    sorted_query,
 };
 
 /// Cases of the cheap properties below.
@@ -132,13 +134,29 @@ proptest! {
     /// dot-segment, and is idempotent.
     #[test]
     fn dot_segment_removal_is_idempotent(raw in arbitrary_target()) {
-        let once = remove_dot_segments(&raw);
+        let once = remove_dot_segments(raw.clone());
         prop_assert!(once.starts_with('/'));
         prop_assert!(
             !once.split('/').any(|segment| segment == "." || segment == ".."),
             "{raw:?} → {once:?}"
         );
-        prop_assert_eq!(remove_dot_segments(&once), once);
+        prop_assert_eq!(remove_dot_segments(once.clone()), once);
+    }
+
+    /// The shortcuts for targets with nothing to normalize give what the general algorithms
+    /// give.
+    #[test]
+    fn shortcuts_agree_with_the_general_algorithms(raw in arbitrary_target(), is_path in any::<bool>()) {
+        prop_assert_eq!(remove_dot_segments(raw.clone()), resolve_dot_segments(&raw));
+        prop_assert_eq!(normalize_percent(&raw, is_path), normalize_percent_bytewise(&raw, is_path));
+    }
+
+    /// The same for hosts, the canonical ones included.
+    #[test]
+    fn host_shortcut_agrees_with_the_parser(
+        host in prop_oneof![arbitrary_host(), "[a-z0-9.-]{1,80}", "[a-zA-Z0-9.:-]{1,12}"],
+    ) {
+        prop_assert_eq!(normalize_authority(&host), parse_authority(&host));
     }
 
     /// Percent normalization on any text: a typed error, or a result whose escapes are

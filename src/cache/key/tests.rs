@@ -111,6 +111,61 @@ fn key_scheme_is_pinned() {
     );
 }
 
+/// The key as it was first defined: a BLAKE3 stream of length-prefixed fields. `build` lays
+/// the same bytes out in one buffer; any other byte would orphan every shared-tier entry.
+fn streamed_key(route: &str, target: &Target, ignore: &[String], partition: &Partition) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"cachet key v1");
+    for field in [route, &target.authority, &target.path] {
+        hasher.update(&(field.len() as u64).to_le_bytes());
+        hasher.update(field.as_bytes());
+    }
+    let params = sorted_query(target.query.as_deref(), ignore);
+    hasher.update(&(params.len() as u64).to_le_bytes());
+    for param in params {
+        hasher.update(&(param.len() as u64).to_le_bytes());
+        hasher.update(param.as_bytes());
+    }
+    hasher.update(&partition.id.0);
+    hasher.finalize().to_hex().to_string()
+}
+
+#[test]
+fn keys_are_the_bytes_of_the_streamed_definition() {
+    let hasher = PartitionHasher::new(Some("secret"));
+    let tenant = [HeaderName::from_static("x-tenant-id")];
+    let partitions = [
+        hasher.partition(&[], &HeaderMap::new()),
+        hasher.partition(&tenant, &tenant_headers(&[("x-tenant-id", "acme")])),
+    ];
+    let ignore = ["utm_source".to_owned()];
+    for (path, host) in [
+        ("/", "example.com"),
+        ("/p?b=2&a=1", "example.com:8080"),
+        ("/a/b%20c?x=1&&utm_source=mail&x=0", "api.example.com"),
+        ("/p?", "h"),
+    ] {
+        let target = target(path, host).unwrap();
+        for partition in &partitions {
+            assert_eq!(
+                CacheKey::build("products", &target, &ignore, partition).to_string(),
+                streamed_key("products", &target, &ignore, partition),
+                "{path} on {host}"
+            );
+        }
+    }
+    let pinned = CacheKey::build(
+        "products",
+        &target("/p?b=2&a=1", "example.com").unwrap(),
+        &[],
+        &partitions[0],
+    );
+    assert_eq!(
+        pinned.to_string(),
+        "d780ade72cc658a8b70fd91637818f16d98620590e77cc87bac5ebe9d8fc9a6a"
+    );
+}
+
 #[test]
 fn absent_key_header_is_its_own_partition() {
     let hasher = PartitionHasher::new(None);
