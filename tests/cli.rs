@@ -214,6 +214,19 @@ defualt_ttl = "60s"
 /// SIGTERM stops accepting and drains in-flight requests within `drain_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_proxies_and_drains_then_exits_0_after_sigterm() {
+    serve_and_drain("serve-default", "").await;
+}
+
+/// The same on a single-threaded runtime (`worker_threads = 1` selects tokio's current-thread
+/// scheduler).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_one_worker_thread_proxies_and_drains_then_exits_0_after_sigterm() {
+    serve_and_drain("serve-one-thread", "worker_threads = 1\n").await;
+}
+
+/// Serves with `server_extra` lines in `[server]` (config file `name`): a miss, a hit, then
+/// SIGTERM with a request in flight that still completes.
+async fn serve_and_drain(name: &str, server_extra: &str) {
     let origin = Origin::start(|seen| match seen.path() {
         "/cli/in-flight" => Reply::ok("finished").delay(Duration::from_millis(500)),
         _ => Reply::ok("from the origin").cache_control("max-age=60"),
@@ -221,9 +234,9 @@ async fn serve_proxies_and_drains_then_exits_0_after_sigterm() {
     .await;
     let (port, admin) = (free_port(), free_port());
     let config = TempConfig::new(
-        "serve",
+        name,
         &format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\ndrain_timeout = \"2s\"\n\n\
+            "[server]\nlisten = \"127.0.0.1:{port}\"\ndrain_timeout = \"2s\"\n{server_extra}\n\
              [admin]\nlisten = \"127.0.0.1:{admin}\"\n\n\
              [[routes]]\nname = \"api\"\npath_prefix = \"/\"\nupstream = \"{}\"\n",
             origin.url()
@@ -252,8 +265,8 @@ async fn serve_proxies_and_drains_then_exits_0_after_sigterm() {
     assert_eq!(origin.next_request().await.path(), "/cli/in-flight");
     let (status, took) = tokio::task::spawn_blocking(move || cachet.terminate())
         .await
-        .unwrap();
-    let drained = in_flight.await.unwrap();
+        .expect("terminate task");
+    let drained = in_flight.await.expect("in-flight request task");
     assert_eq!(
         (drained.status.as_u16(), drained.text().as_str()),
         (200, "finished")
