@@ -156,6 +156,23 @@ fn not_stored_rfc9111_3() {
         Case::new(&[("cache-control", "private, max-age=60")]).fresh_secs(),
         Err(NotStorable::Policy)
     );
+    // RFC 9111 §5.2: directive names are case-insensitive.
+    for spelling in ["No-Store, max-age=60", "max-age=60, PRIVATE"] {
+        assert_eq!(
+            Case::new(&[("cache-control", spelling)]).fresh_secs(),
+            Err(NotStorable::Policy),
+            "{spelling}"
+        );
+    }
+    // RFC 9213 §2.1: CDN-Cache-Control decides alone, `no-store` in it too.
+    assert_eq!(
+        Case::new(&[
+            ("cache-control", "max-age=60"),
+            ("cdn-cache-control", "no-store")
+        ])
+        .fresh_secs(),
+        Err(NotStorable::Policy)
+    );
     assert_eq!(
         Case::new(&[("cache-control", "max-age=60"), ("set-cookie", "a=b")]).fresh_secs(),
         Err(NotStorable::SetCookie)
