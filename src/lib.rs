@@ -11,8 +11,8 @@
 //! ```
 //!
 //! Module map (dependencies point right only):
-//! `app → {server, proxy, admin} → tiers → cache`; `config`, `clock` and `telemetry` are
-//! leaves every module may use.
+//! `app → {server, proxy, admin} → tiers → cache`; `config`, `clock`, `telemetry` and
+//! `answer` are leaves every module may use.
 //!
 //! - [`config`]: the TOML contract, validated into [`config::Config`].
 //! - [`cache`]: keys, entries, storage policy, freshness and `Cache-Status`; pure, awaits nothing.
@@ -23,8 +23,10 @@
 //! - [`admin`]: health, readiness, metrics and purges on the admin listener.
 //! - [`telemetry`]: logging setup and the instance-owned Prometheus registry.
 //! - [`app`]: wiring; [`run`] starts everything on pre-bound listeners.
+//! - [`answer`]: the `no-store` answers Cachet writes itself (errors, admin replies).
 
 pub mod admin;
+pub mod answer;
 pub mod app;
 pub mod cache;
 pub mod clock;

@@ -21,12 +21,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::json;
 
 use self::auth::BearerToken;
 use self::purge::AdminError;
+use crate::answer;
 use crate::config::CacheConfig;
 use crate::purge::PurgeRequest;
 
@@ -183,7 +184,7 @@ impl Inner {
         match endpoint {
             Endpoint::Health => {
                 allow_get(request.method())?;
-                Ok(json_response(StatusCode::OK, &json!({ "ok": true })))
+                Ok(answer::json(StatusCode::OK, &json!({ "ok": true })))
             }
             Endpoint::Ready => {
                 allow_get(request.method())?;
@@ -193,7 +194,7 @@ impl Inner {
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
                 };
-                Ok(json_response(status, &readiness))
+                Ok(answer::json(status, &readiness))
             }
             Endpoint::Metrics => {
                 // No token: the admin listener itself is the boundary, as for `/readyz`.
@@ -209,7 +210,7 @@ impl Inner {
                 allow_post(request.method())?;
                 self.authorize(&request)?;
                 self.backend.reload().await?;
-                Ok(json_response(StatusCode::OK, &json!({ "ok": true })))
+                Ok(answer::json(StatusCode::OK, &json!({ "ok": true })))
             }
         }
     }
@@ -254,28 +255,11 @@ fn allow_post(method: &Method) -> Result<(), AdminError> {
     }
 }
 
-/// A JSON response with `Content-Type: application/json` and `Cache-Control: no-store`.
-fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<Full<Bytes>> {
-    let body = serde_json::to_vec(body).expect("admin bodies are plain structs and json values");
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
 /// The `/metrics` answer: the exposition text, not to be cached.
 fn metrics_response(text: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(text)));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(crate::telemetry::metrics::CONTENT_TYPE),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    answer::uncacheable(
+        StatusCode::OK,
+        crate::telemetry::metrics::CONTENT_TYPE,
+        Bytes::from(text),
+    )
 }

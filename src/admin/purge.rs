@@ -17,7 +17,8 @@ use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::{Value, json};
 
-use super::{AdminBackend, PurgeRejected, ReloadRejected, json_response};
+use super::{AdminBackend, PurgeRejected, ReloadRejected};
+use crate::answer;
 use crate::purge::{PurgeRequest, PurgeTarget};
 
 /// The largest purge body (DESIGN.md "Admin API"); larger → 413.
@@ -92,7 +93,7 @@ impl AdminError {
         if let Self::ReloadInvalid(problems) = &self {
             body["problems"] = json!(problems);
         }
-        let mut response = json_response(self.status(), &body);
+        let mut response = answer::json(self.status(), &body);
         let headers = response.headers_mut();
         match self {
             Self::MethodNotAllowed { allow } => {
@@ -142,7 +143,7 @@ where
     match backend.purge(purge).await {
         Ok(seq) => {
             tracing::info!(kind, soft, seq, "purge applied");
-            Ok(json_response(
+            Ok(answer::json(
                 StatusCode::OK,
                 &json!({ "ok": true, "seq": seq }),
             ))

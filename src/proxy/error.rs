@@ -1,8 +1,8 @@
 //! [`ProxyError`] and its single conversion into a response: status chosen by the fault's
 //! source, a short JSON body, no internal detail.
 
-use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::BodyExt as _;
 
 use super::Body;
 use super::guard::GuardError;
@@ -157,14 +157,6 @@ impl OriginFault {
 
 /// A short JSON error body, never cached downstream.
 fn error_response(status: StatusCode, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": message }).to_string();
-    let mut response = Response::new(super::full(Bytes::from(body)));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    crate::answer::json(status, &serde_json::json!({ "error": message }))
+        .map(|body| body.map_err(|never| match never {}).boxed_unsync())
 }
