@@ -191,21 +191,8 @@ CACHET="$TMP/bin/cachet"
 ORIGIN_BIN="$TMP/bin/origin"
 CACHET_COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' + uncommitted changes in src/')"
 
-USED_PORTS=" "
-# free_port VAR: a port nothing listens on, below the ephemeral range, not handed out yet.
-free_port() {
-  local candidate
-  for _ in $(seq 200); do
-    candidate=$((20000 + RANDOM % 12000))
-    case "$USED_PORTS" in *" $candidate "*) continue ;; esac
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
-      USED_PORTS="$USED_PORTS$candidate "
-      printf -v "$1" '%s' "$candidate"
-      return 0
-    fi
-  done
-  die "no free port found"
-}
+# shellcheck source=ports.sh
+. "$HERE/ports.sh"
 
 # start NAME CMD...: CMD in the background in its own process group (setsid), output in
 # $TMP/NAME.log. LAST_PID is its pid, which is also its process-group id.

@@ -89,23 +89,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-USED_PORTS=" "
-# free_port VAR: sets VAR to a port nothing listens on, below the kernel's ephemeral range
-# (32768 and up by default), not handed out before in this run.
-free_port() {
-  local port
-  for _ in $(seq 200); do
-    port=$((20000 + RANDOM % 12000))
-    case "$USED_PORTS" in *" $port "*) continue ;; esac
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      USED_PORTS="$USED_PORTS$port "
-      printf -v "$1" '%s' "$port"
-      return 0
-    fi
-  done
-  echo "no free port found" >&2
-  return 1
-}
+# shellcheck source=ports.sh
+. "$ROOT/load-tests/ports.sh"
 
 # wait_port PID PORT NAME: until PORT accepts connections (10 s), or PID died.
 wait_port() {

@@ -93,7 +93,7 @@ fn config_failure(error: &ConfigError) -> ExitCode {
 
 /// The runtime of `worker_threads` threads (0: one per core). One thread gets tokio's
 /// current-thread scheduler: the work-stealing one, run on a single worker, cost 16 % more CPU
-/// per miss (each miss hands work between three tasks) for nothing it could steal.
+/// per miss (each miss hands work between several tasks) for nothing it could steal.
 fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = if worker_threads == 1 {
         tokio::runtime::Builder::new_current_thread()

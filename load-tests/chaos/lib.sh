@@ -2,7 +2,7 @@
 #
 # Provides: log, now/since, need_packages, setup_pinning (CLIENT_PIN / TARGET_PIN),
 # build_binaries, make_tmp (the temporary directory TMP and the exit trap), spawn, reap, alive,
-# wait_exit, free_port, wait_port, wait_http, metric_sum, size_bytes, machine_line. Every
+# wait_exit, free_port (from ../ports.sh), wait_port, wait_http, metric_sum, size_bytes, machine_line. Every
 # process started through spawn is remembered in TRACKED until reaped, and ended by the exit
 # trap (SIGCONT first, in case it was stopped); then the temporary directory is removed
 # (KEEP_TMP=1 keeps it).
@@ -118,22 +118,8 @@ wait_exit() {
   return 0
 }
 
-USED_PORTS=" "
-# free_port VAR: a port nothing listens on, below the ephemeral range, not used before here.
-free_port() {
-  local port
-  for _ in $(seq 200); do
-    port=$((20000 + RANDOM % 12000))
-    case "$USED_PORTS" in *" $port "*) continue ;; esac
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      USED_PORTS="$USED_PORTS$port "
-      printf -v "$1" '%s' "$port"
-      return 0
-    fi
-  done
-  echo "no free port found" >&2
-  return 1
-}
+# shellcheck source=../ports.sh
+. "$ROOT/load-tests/ports.sh"
 
 # wait_port PID PORT NAME LOG: until PORT accepts connections (15 s), or PID died.
 wait_port() {

@@ -190,33 +190,15 @@ prop_compose! {
         purge_seq in any::<u64>(),
         vary in prop::collection::vec(prop::sample::select(vec!["accept", "accept-language", "x-tenant-id"]), 0..3),
     ) -> Entry {
-        let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            map.append(name, value);
-        }
-        let at = |nanos: u64| UNIX_EPOCH + Duration::from_nanos(nanos);
-        Entry {
-            status: StatusCode::from_u16(status).expect("100..=999"),
-            headers: map,
-            body: Bytes::from(body),
-            partition: Fingerprint(partition),
-            tags,
-            times: EntryTimes {
-                stored_at: at(times[0]),
-                initial_age: Duration::from_nanos(times[1]),
-                fresh_until: at(times[2]),
-                stale_while_revalidate_until: at(times[3]),
-                stale_if_error_until: at(times[4]),
-                keep_until: at(times[5]),
-                fetch_duration: Duration::from_nanos(times[6]),
-                stale_forbidden,
-            },
-            meta: EntryMeta {
-                path,
-                purge_seq,
-                vary: vary.into_iter().map(HeaderName::from_static).collect(),
-            },
-        }
+        let times: [u64; 7] = times.try_into().expect("7 drawn times");
+        let meta = EntryMeta {
+            path,
+            purge_seq,
+            vary: vary.into_iter().map(HeaderName::from_static).collect(),
+        };
+        let mut entry = super::tests::drawn_entry(status, headers, body, partition, tags, times, meta);
+        entry.times.stale_forbidden = stale_forbidden;
+        entry
     }
 }
 

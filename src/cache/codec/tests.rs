@@ -242,28 +242,42 @@ prop_compose! {
         tags in prop::collection::vec(".{0,12}", 0..5),
         times in any::<[u64; 7]>(),
     ) -> Entry {
-        let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            map.append(name, value);
-        }
-        Entry {
-            meta: Default::default(),
-            status: StatusCode::from_u16(status).expect("100..=999 is a valid status"),
-            headers: map,
-            body: Bytes::from(body),
-            partition: Fingerprint(partition),
-            tags,
-            times: EntryTimes {
-                stored_at: at(times[0]),
-                initial_age: Duration::from_nanos(times[1]),
-                fresh_until: at(times[2]),
-                stale_while_revalidate_until: at(times[3]),
-                stale_if_error_until: at(times[4]),
-                keep_until: at(times[5]),
-                fetch_duration: Duration::from_nanos(times[6]),
-                stale_forbidden: false,
-            },
-        }
+        drawn_entry(status, headers, body, partition, tags, times, EntryMeta::default())
+    }
+}
+
+/// The entry a strategy drew: `times` are nanoseconds, in `EntryTimes` field order (instants
+/// since the epoch, durations as they are); `stale_forbidden` is false.
+pub(super) fn drawn_entry(
+    status: u16,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Vec<u8>,
+    partition: [u8; 32],
+    tags: Vec<String>,
+    times: [u64; 7],
+    meta: EntryMeta,
+) -> Entry {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.append(name, value);
+    }
+    Entry {
+        meta,
+        status: StatusCode::from_u16(status).expect("100..=999 is a valid status"),
+        headers: map,
+        body: Bytes::from(body),
+        partition: Fingerprint(partition),
+        tags,
+        times: EntryTimes {
+            stored_at: at(times[0]),
+            initial_age: Duration::from_nanos(times[1]),
+            fresh_until: at(times[2]),
+            stale_while_revalidate_until: at(times[3]),
+            stale_if_error_until: at(times[4]),
+            keep_until: at(times[5]),
+            fetch_duration: Duration::from_nanos(times[6]),
+            stale_forbidden: false,
+        },
     }
 }
 
