@@ -19,6 +19,12 @@ fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
+# About twenty test binaries each link the whole crate graph: full debug info and
+# incremental caches took gigabytes and once filled a CI disk. Line tables keep
+# backtraces readable at a fraction of the size.
+export CARGO_INCREMENTAL=0
+export CARGO_PROFILE_DEV_DEBUG=line-tables-only
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
