@@ -133,9 +133,11 @@ cachet_config() {
   if [ -n "${5:-}" ]; then
     redis=$(printf '\n[cache.redis]\nurl = "%s"\nkey_prefix = "stampede:"\n' "$5")
   fi
+  # worker_threads = 1: the proxy has one core here, as nginx has one worker process.
   cat >"$1" <<EOF
 [server]
 listen = "127.0.0.1:$2"
+worker_threads = 1
 max_connections = 4096
 
 [admin]

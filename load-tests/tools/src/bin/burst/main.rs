@@ -80,6 +80,9 @@ struct Args {
     /// the release to the final count (Linux `/proc/<pid>/task/*/schedstat`).
     #[arg(long)]
     cpu_pid: Vec<u32>,
+    /// Write each response's send offset and latency (ms) to this CSV file, in send order.
+    #[arg(long)]
+    samples_csv: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -225,6 +228,16 @@ async fn run(args: Args) -> Result<(), String> {
         .zip(cpu_before)
         .map(|(after, before)| after.saturating_sub(before));
 
+    if let Some(path) = &args.samples_csv {
+        let mut ordered: Vec<&Sample> = samples.iter().collect();
+        ordered.sort_by_key(|s| s.sent_after);
+        let mut csv = String::from("sent_after_ms,latency_ms\n");
+        for s in ordered {
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            csv.push_str(&format!("{:.3},{:.3}\n", ms(s.sent_after), ms(s.latency)));
+        }
+        std::fs::write(path, csv).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     report(&Report {
         args: &args,
         samples: &samples,
