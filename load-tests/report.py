@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes report.md and the gnuplot charts of a load-tests/run.sh results directory.
 
-    python3 load-tests/report.py load-tests/results/2026-11-23
+    python3 load-tests/report.py load-tests/results/2026-12-05
 
 Reads raw.csv (one line per wrk run), purge.csv, meta.txt and stampede.md (when present) from
 the directory; writes report.md, cpu.png, rps.png, purge.png and the gnuplot inputs next to
