@@ -211,6 +211,35 @@ async fn a_prefix_purge_covers_the_paths_under_it_only() {
     proxy.shutdown().await;
 }
 
+/// Entries are stored under their normalized paths (RFC 3986 §6.2.2); a prefix spelled any
+/// other way (lower-case hex, an encoded unreserved character) covers the same entries
+/// instead of purging nothing.
+#[tokio::test]
+async fn a_prefix_purge_in_another_spelling_covers_the_same_paths() {
+    let origin = origin().await;
+    let proxy = Proxy::one_route(&origin.url(), "").await;
+    let covered: &[Req] = &[("/caf%C3%A9/~u/1", &[]), ("/caf%c3%a9/%7Eu/2", &[])];
+    let neighbours: &[Req] = &[("/caf%C3%A9/v/1", &[])];
+    let body = r#"{"prefix": "/caf%c3%a9/%7eu/"}"#;
+    assert_purge_covers(&proxy, &origin, body, covered, neighbours).await;
+    proxy.shutdown().await;
+}
+
+/// A route's `path_prefix` is compared with normalized request paths, so it is normalized
+/// too: spelled with an encoded unreserved character it still routes its requests.
+#[tokio::test]
+async fn a_route_prefix_in_another_spelling_routes_its_requests() {
+    let origin = origin().await;
+    let proxy = proxy(&[route("tilde", "/%7euser/", &origin, "")]).await;
+    let client = Client::new(proxy.addr);
+    for path in ["/~user/a", "/%7Euser/a"] {
+        let response = client.get(path, &[]).await;
+        assert_eq!(response.status, 200, "{path}: {response:?}");
+    }
+    assert_eq!(client.get("/other", &[]).await.status, 404);
+    proxy.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_route_purge_leaves_other_routes_cached() {
     let origin = origin().await;

@@ -75,6 +75,9 @@ fn check_accepted(purge: &PurgeRequest) -> Result<(), TestCaseError> {
         PurgeTarget::Prefix(prefix) => {
             prop_assert!(prefix.starts_with('/'));
             prop_assert!(!prefix.chars().any(char::is_control), "{prefix:?}");
+            // Already in the normal form of the request paths it is compared with.
+            let normal = crate::cache::normalize_path_prefix(prefix);
+            prop_assert_eq!(normal.as_ref(), Ok(prefix));
         }
         PurgeTarget::Route(route) => {
             prop_assert!(!route.is_empty() && !route.chars().any(char::is_control));

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use super::{AdminBackend, PurgeRejected, ReloadRejected};
 use crate::answer;
+use crate::cache::normalize_path_prefix;
 use crate::purge::{PurgeRequest, PurgeTarget};
 
 /// The largest purge body (DESIGN.md "Admin API"); larger → 413.
@@ -250,7 +251,7 @@ pub(crate) fn parse(body: &[u8], max_tag_bytes: usize) -> Result<PurgeRequest, A
     let target = match key.as_str() {
         "tags" => PurgeTarget::Tags(strings("tags", value, |tag| check_tag(tag, max_tag_bytes))?),
         "urls" => PurgeTarget::Urls(strings("urls", value, check_url)?),
-        "prefix" => PurgeTarget::Prefix(string("prefix", value, check_prefix)?),
+        "prefix" => PurgeTarget::Prefix(prefix(value)?),
         "route" => PurgeTarget::Route(string("route", value, check_route)?),
         "partition" => PurgeTarget::Partition(partition(value)?),
         "all" if value == Value::Bool(true) => PurgeTarget::All,
@@ -354,11 +355,11 @@ fn check_url(url: &str) -> Result<(), String> {
     }
 }
 
-fn check_prefix(prefix: &str) -> Result<(), String> {
-    if !prefix.starts_with('/') {
-        return Err("must start with \"/\"".to_owned());
-    }
-    no_control_characters(prefix)
+/// A path prefix in the normal form of the request paths it selects: spelled any other way
+/// it would purge nothing while answering as if it had.
+fn prefix(value: Value) -> Result<String, AdminError> {
+    let prefix = string("prefix", value, no_control_characters)?;
+    normalize_path_prefix(&prefix).map_err(|error| AdminError::invalid("prefix", error.to_string()))
 }
 
 fn check_route(route: &str) -> Result<(), String> {

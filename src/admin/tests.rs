@@ -138,6 +138,11 @@ async fn each_selector_reaches_the_backend_as_its_target() {
             purge_request(PurgeTarget::Prefix("/api/products/".into()), true),
         ),
         (
+            // Normalized as request paths are, or it would select nothing.
+            r#"{"prefix": "/caf%c3%a9/%7euser/"}"#,
+            purge_request(PurgeTarget::Prefix("/caf%C3%A9/~user/".into()), false),
+        ),
+        (
             r#"{"soft": false, "route": "products"}"#,
             purge_request(PurgeTarget::Route("products".into()), false),
         ),
@@ -196,6 +201,11 @@ const MALFORMED: &str = r##"
 {"prefix": "api/"} => prefix: must start with "/"
 {"prefix": ""} => prefix: empty
 {"prefix": ["/a"]} => prefix: expected a string
+{"prefix": "/a/../"} => prefix: contains a "." or ".." segment
+{"prefix": "/a%2Fb"} => prefix: contains an encoded slash
+{"prefix": "/a%zz"} => prefix: invalid percent-encoding
+{"prefix": "/a?b"} => prefix: contains a control character, a space, '?' or '#'
+{"prefix": "/a\u0001"} => prefix: contains a control character
 {"route": ""} => route: empty
 {"route": 7} => route: expected a string
 {"partition": {}} => partition: no headers

@@ -29,6 +29,55 @@ pub enum TargetError {
     BadHost,
 }
 
+/// Why a path prefix (a route's `path_prefix`, a purge's `prefix`) can never match a
+/// normalized request path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    #[error("must start with \"/\"")]
+    NotAbsolute,
+    #[error("contains a control character, a space, '?' or '#', which no request path carries")]
+    ForbiddenCharacter,
+    #[error("invalid percent-encoding")]
+    BadPercentEncoding,
+    #[error("contains an encoded slash, backslash or NUL, or a backslash, which requests may not")]
+    ForbiddenEncoding,
+    #[error("contains a \".\" or \"..\" segment; request paths are matched with those resolved")]
+    DotSegment,
+}
+
+/// `prefix` in the normal form of request paths (percent-encoded unreserved characters
+/// decoded, hex upper-cased, non-ASCII percent-encoded), so that comparing it with a
+/// [`Target`]'s path means what it says: `/caf%c3%a9/` and `/café/` select `/caf%C3%A9/…`. A
+/// prefix no normalized path could start with is refused rather than silently never matching.
+///
+/// # Errors
+/// A [`PrefixError`] naming why the prefix could never match.
+pub fn normalize_path_prefix(prefix: &str) -> Result<String, PrefixError> {
+    if !prefix.starts_with('/') {
+        return Err(PrefixError::NotAbsolute);
+    }
+    if prefix
+        .bytes()
+        .any(|b| b.is_ascii_control() || matches!(b, b' ' | b'?' | b'#'))
+    {
+        return Err(PrefixError::ForbiddenCharacter);
+    }
+    let normal = normalize_percent(prefix, true).map_err(|error| match error {
+        TargetError::BadPercentEncoding => PrefixError::BadPercentEncoding,
+        // The only other refusal of `normalize_percent`.
+        _ => PrefixError::ForbiddenEncoding,
+    })?;
+    // Only whole segments: the last one may be the start of a longer name (`/a/.well`).
+    let whole = &normal[..normal.rfind('/').map_or(0, |end| end + 1)];
+    if whole
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Err(PrefixError::DotSegment);
+    }
+    Ok(normal)
+}
+
 /// The normalized request target: what is routed, keyed and forwarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {

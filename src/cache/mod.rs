@@ -23,7 +23,8 @@ pub use freshness::{
     Usability, assess, assess_soft_purged, early_refresh_possible, refresh_early, ttl_secs,
 };
 pub use key::{
-    CacheKey, Fingerprint, Partition, PartitionHasher, Target, TargetError, url_fingerprint,
+    CacheKey, Fingerprint, Partition, PartitionHasher, PrefixError, Target, TargetError,
+    normalize_path_prefix, url_fingerprint,
 };
 pub use policy::{Decision, NotStorable, Timing, decide, sanitized_request};
 pub use status::CacheStatus;

@@ -46,6 +46,81 @@ fn encoded_separators_and_bad_encodings_are_refused() {
 }
 
 #[test]
+fn path_prefixes_take_the_normal_form_of_request_paths() {
+    let cases = [
+        ("/", "/"),
+        ("/api/products", "/api/products"),
+        ("/caf%c3%a9/", "/caf%C3%A9/"),
+        ("/café/", "/caf%C3%A9/"),
+        ("/%7euser/", "/~user/"),
+        ("/a/.well", "/a/.well"),
+        ("/a/..b/", "/a/..b/"),
+    ];
+    for (input, normal) in cases {
+        assert_eq!(
+            normalize_path_prefix(input).as_deref(),
+            Ok(normal),
+            "{input}"
+        );
+    }
+}
+
+#[test]
+fn path_prefixes_no_request_path_could_start_with_are_refused() {
+    let cases = [
+        ("api/", PrefixError::NotAbsolute),
+        ("", PrefixError::NotAbsolute),
+        ("/a b", PrefixError::ForbiddenCharacter),
+        ("/a\tb", PrefixError::ForbiddenCharacter),
+        ("/a?x=1", PrefixError::ForbiddenCharacter),
+        ("/a#top", PrefixError::ForbiddenCharacter),
+        ("/a%zz", PrefixError::BadPercentEncoding),
+        ("/a%4", PrefixError::BadPercentEncoding),
+        ("/a%2Fb", PrefixError::ForbiddenEncoding),
+        ("/a\\b", PrefixError::ForbiddenEncoding),
+        ("/a/../b", PrefixError::DotSegment),
+        ("/a/./", PrefixError::DotSegment),
+        ("/a/%2e%2E/", PrefixError::DotSegment),
+    ];
+    for (input, error) in cases {
+        assert_eq!(normalize_path_prefix(input), Err(error), "{input:?}");
+    }
+}
+
+/// One path segment as a client may spell it: unreserved and sub-delim characters, escapes of
+/// either case (of unreserved and reserved bytes alike), and non-ASCII text.
+fn spelled_segment() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        "[a-zA-Z0-9_~!$&'()*+,;=:@-]",
+        (0x20u8..0x7f)
+            .prop_filter("not a separator", |b| !matches!(b, b'/' | b'\\' | b'.'))
+            .prop_flat_map(|b| prop_oneof![Just(format!("%{b:02x}")), Just(format!("%{b:02X}"))]),
+        Just("é".to_owned()),
+    ];
+    proptest::collection::vec(piece, 1..4).prop_map(|pieces| pieces.concat())
+}
+
+proptest! {
+    /// What a prefix is for: every request path written under it, normalized, still starts
+    /// with the normalized prefix.
+    #[test]
+    fn a_normalized_prefix_matches_every_path_written_under_it(
+        prefix in proptest::collection::vec(spelled_segment(), 0..3),
+        partial in proptest::option::of(spelled_segment()),
+        rest in proptest::collection::vec(spelled_segment(), 0..3),
+    ) {
+        let mut written = format!("/{}", prefix.iter().map(|s| format!("{s}/")).collect::<String>());
+        if let Some(partial) = &partial {
+            written.push_str(partial);
+        }
+        let normal = normalize_path_prefix(&written).expect("a prefix of spelled segments is valid");
+        let path = format!("{written}{}", rest.join("/"));
+        let target = target(&path, "example.com").expect("a path of spelled segments is valid");
+        prop_assert!(target.path.starts_with(&normal), "{path} -> {} vs {normal}", target.path);
+    }
+}
+
+#[test]
 fn authority_is_lower_cased_and_the_default_port_dropped() {
     let t = target("/", "API.Example.COM:80").unwrap();
     assert_eq!(

@@ -8,6 +8,7 @@ use http::uri::Authority;
 use http::{HeaderName, Uri};
 
 use super::check::{Check, header_name, required};
+use crate::cache::normalize_path_prefix;
 use crate::config::schema::RouteSection;
 use crate::config::{CacheConfig, Route};
 
@@ -82,9 +83,17 @@ fn route(path: &str, r: RouteSection, cache: &CacheConfig, check: &mut Check) ->
         check.error(at("name"), "must contain only letters, digits, '_' and '-'");
     }
     let path_prefix = required(&at("path_prefix"), r.path_prefix, check);
-    if !path_prefix.is_empty() && !path_prefix.starts_with('/') {
-        check.error(at("path_prefix"), "must start with \"/\"");
-    }
+    // Compared with normalized request paths: in any other form it could never match.
+    let path_prefix = if path_prefix.is_empty() {
+        path_prefix
+    } else {
+        check
+            .ok(
+                &at("path_prefix"),
+                normalize_path_prefix(&path_prefix).map_err(|error| error.to_string()),
+            )
+            .unwrap_or(path_prefix)
+    };
     let host = r.host.and_then(|h| check.ok(&at("host"), route_host(&h)));
     let upstream = required(&at("upstream"), r.upstream, check);
     let upstream = if upstream.is_empty() {

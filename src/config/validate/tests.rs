@@ -167,6 +167,16 @@ upstream = "http://o"
 name = "a"
 path_prefix = "a"
 upstream = "http://o"
+#> routes[1].path_prefix | contains a "." or ".." segment
+[[routes]]
+name = "a"
+path_prefix = "/a/../b"
+upstream = "http://o"
+#> routes[1].path_prefix | which no request path carries
+[[routes]]
+name = "a"
+path_prefix = "/a b"
+upstream = "http://o"
 #> routes[1].upstream | is required
 [[routes]]
 name = "a"
@@ -278,6 +288,21 @@ fn routes_are_unique_and_at_least_one_is_required() {
     assert_eq!(paths(&errors(&same_host, &[])), ["routes[1].path_prefix"]);
     let other_host = format!("{MINIMAL}host = \"a.example\"\n{other}");
     assert_eq!(errors(&other_host, &[]), []);
+}
+
+#[test]
+fn path_prefixes_are_kept_in_the_normal_form_of_request_paths() {
+    let spelled = MINIMAL.replace("/api/products", "/caf%c3%a9/%7euser");
+    let config = validate(&spelled, Vec::new()).expect("a valid prefix");
+    assert_eq!(config.routes[0].path_prefix, "/caf%C3%A9/~user");
+    // Two spellings of one prefix are one prefix.
+    let other = MINIMAL
+        .replace("name = \"products\"", "name = \"other\"")
+        .replace("/api/products", "/caf%C3%A9/~user");
+    assert_eq!(
+        paths(&errors(&format!("{spelled}{other}"), &[])),
+        ["routes[1].path_prefix"]
+    );
 }
 
 #[test]
