@@ -137,7 +137,7 @@ impl Target {
 fn normalize_authority(raw: &str) -> Result<(String, String), TargetError> {
     let canonical =
         |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-');
-    if !raw.is_empty() && raw.bytes().all(canonical) {
+    if !raw.is_empty() && !raw.ends_with('.') && raw.bytes().all(canonical) {
         // The common host: lower-case, no port, nothing to refuse; its own normal form.
         return Ok((raw.to_owned(), raw.to_owned()));
     }
@@ -160,7 +160,7 @@ fn parse_authority(raw: &str) -> Result<(String, String), TargetError> {
     if !port_ok || (!after_host.is_empty() && authority.port_u16().is_none()) {
         return Err(TargetError::BadHost);
     }
-    let host = authority.host().to_ascii_lowercase();
+    let host = without_root_dot(authority.host()).to_ascii_lowercase();
     if host.is_empty()
         || !host.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']')
@@ -173,6 +173,17 @@ fn parse_authority(raw: &str) -> Result<(String, String), TargetError> {
         Some(port) => format!("{host}:{port}"),
     };
     Ok((host, authority))
+}
+
+/// `api.example.com.` names the same host as `api.example.com` (the DNS root's empty label),
+/// and must select the same route: otherwise a trailing dot would move a request from a
+/// host-bound route to a catch-all one with other rules. nginx drops it too. Every trailing
+/// dot goes, so that normalizing is idempotent.
+pub(crate) fn without_root_dot(host: &str) -> &str {
+    match host.trim_end_matches('.') {
+        "" => host,
+        name => name,
+    }
 }
 
 fn is_unreserved(b: u8) -> bool {

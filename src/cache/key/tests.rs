@@ -129,6 +129,19 @@ fn authority_is_lower_cased_and_the_default_port_dropped() {
     );
     let t = target("/", "api.example.com:8080").unwrap();
     assert_eq!(t.authority, "api.example.com:8080");
+    // The DNS root's empty label names the same host.
+    for spelled in ["api.example.com.", "API.example.com.:80"] {
+        let t = target("/", spelled).unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.authority.as_str()),
+            ("api.example.com", "api.example.com"),
+            "{spelled}"
+        );
+    }
+    assert_eq!(
+        target("/", "api.example.com.:8080").unwrap().authority,
+        "api.example.com:8080"
+    );
     for bad in ["", "user@host", "a b", "host:port"] {
         assert!(target("/", bad).is_err(), "{bad:?} must be refused");
     }

@@ -8,6 +8,7 @@ use http::uri::Authority;
 use http::{HeaderName, Uri};
 
 use super::check::{Check, header_name, required};
+use crate::cache::key::without_root_dot;
 use crate::cache::normalize_path_prefix;
 use crate::config::schema::RouteSection;
 use crate::config::{CacheConfig, Route};
@@ -165,7 +166,7 @@ pub(super) fn route_host(text: &str) -> Result<String, String> {
     if authority.port().is_some() {
         return Err(no_port.into());
     }
-    Ok(authority.host().to_ascii_lowercase())
+    Ok(without_root_dot(authority.host()).to_ascii_lowercase())
 }
 
 /// An absolute `http`/`https` URI with a host and no query. The text is not echoed: it may

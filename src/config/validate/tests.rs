@@ -353,6 +353,10 @@ fn hosts_and_cidrs_are_normalized() {
         route_host("API.Example.com").as_deref(),
         Ok("api.example.com")
     );
+    assert_eq!(
+        route_host("api.example.com.").as_deref(),
+        Ok("api.example.com")
+    );
     assert_eq!(route_host("[::1]").as_deref(), Ok("[::1]"));
     assert!(route_host("[::1]:80").is_err());
     assert!(route_host("a/b").is_err());
