@@ -40,6 +40,7 @@ fn tags_for(path: &str) -> &'static [(&'static str, &'static str)] {
         "/doc" => &[("surrogate-key", "doc")],
         "/one" => &[("surrogate-key", "one")],
         "/two" => &[("surrogate-key", "two")],
+        "/left/mimic" => &[("surrogate-key", "route:right mimic")],
         _ => &[],
     }
 }
@@ -251,6 +252,27 @@ async fn a_route_purge_leaves_other_routes_cached() {
     let covered: &[Req] = &[("/left/1", &[]), ("/left/2", &[])];
     let body = r#"{"route": "left"}"#;
     assert_purge_covers(&proxy, &origin, body, covered, &[("/right/1", &[])]).await;
+    proxy.shutdown().await;
+}
+
+/// `route:`, `url:` and `part:` tags are Cachet's own: an origin sending `route:right` on
+/// another route's entry does not put it under right's purge.
+#[tokio::test]
+async fn an_origin_tag_spelled_like_an_automatic_one_is_dropped() {
+    let origin = origin().await;
+    let routes = [
+        route("left", "/left", &origin, ""),
+        route("right", "/right", &origin, ""),
+    ];
+    let proxy = proxy(&routes).await;
+    let body = r#"{"route": "right"}"#;
+    let mimic: &[Req] = &[("/left/mimic", &[])];
+    assert_purge_covers(&proxy, &origin, body, &[("/right/1", &[])], mimic).await;
+    // Its other tag is kept.
+    let body = r#"{"tags": ["mimic"]}"#;
+    let client = Client::new(proxy.addr);
+    Admin::new(proxy.admin).purge_ok(body).await;
+    assert!(stored(&client.get("/left/mimic", &[]).await));
     proxy.shutdown().await;
 }
 

@@ -416,14 +416,19 @@ impl Fill {
         let mut tags: Vec<String> = Vec::with_capacity(origin_tags.len() + route.tags.len() + 3);
         let mut dropped = 0usize;
         for tag in origin_tags.into_iter().chain(route.tags.iter().cloned()) {
-            if tag.len() > limits.max_tag_bytes || tags.len() >= limits.max_tags_per_entry {
+            // An origin may not put its entries under another route's, URL's or partition's
+            // purge (route tags with these prefixes are refused by the config).
+            if tag.len() > limits.max_tag_bytes
+                || tags.len() >= limits.max_tags_per_entry
+                || crate::purge::is_automatic_tag(&tag)
+            {
                 dropped += 1;
             } else if !tags.contains(&tag) {
                 tags.push(tag);
             }
         }
         if dropped > 0 {
-            tracing::debug!(key = %self.key, dropped, "tags over the limits dropped");
+            tracing::debug!(key = %self.key, dropped, "tags over the limits or reserved dropped");
         }
         tags.push(format!("route:{}", route.name));
         let url = url_fingerprint(&route.name, &self.target, &route.ignore_query_params);

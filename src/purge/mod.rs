@@ -31,6 +31,18 @@ pub enum Selector {
     All,
 }
 
+/// The prefixes of the tags Cachet gives every entry itself (`route:<name>`,
+/// `url:<fingerprint>`, `part:<header>:<fingerprint>`). An origin's or a route's own tag never
+/// starts with one, so that purging a route, a URL or a partition covers exactly that.
+pub const AUTOMATIC_TAG_PREFIXES: [&str; 3] = ["route:", "url:", "part:"];
+
+/// Whether `tag` is spelled like one of Cachet's automatic tags.
+pub fn is_automatic_tag(tag: &str) -> bool {
+    AUTOMATIC_TAG_PREFIXES
+        .iter()
+        .any(|prefix| tag.starts_with(prefix))
+}
+
 impl Selector {
     /// A tag selector.
     pub fn tag(tag: impl Into<String>) -> Self {

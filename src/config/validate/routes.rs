@@ -243,6 +243,14 @@ fn tags(path: &str, tags: &[String], cache: &CacheConfig, check: &mut Check) {
             check.error(at, "must not be empty");
         } else if tag.contains(char::is_whitespace) {
             check.error(at, "must not contain whitespace");
+        } else if crate::purge::is_automatic_tag(tag) {
+            check.error(
+                at,
+                format!(
+                    "must not start with {}: those are Cachet's automatic tags",
+                    crate::purge::AUTOMATIC_TAG_PREFIXES.join(", ")
+                ),
+            );
         } else if tag.len() > cache.max_tag_bytes {
             check.error(
                 at,

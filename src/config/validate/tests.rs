@@ -149,6 +149,8 @@ key_headers = ["bad header"]
 tags = ["a b"]
 #> routes[0].tags[0] | must not be empty
 tags = [""]
+#> routes[0].tags[1] | Cachet's automatic tags
+tags = ["ok", "route:other"]
 #> routes[0].host | without a port
 host = "api.example.com:443"
 #> routes[0].ignore_query_params[0] | must not be empty
