@@ -19,6 +19,7 @@ use cachet::cache::{CacheKey, CodecError, FORMAT_VERSION, PartitionHasher, Targe
 use cachet::clock::ManualClock;
 use cachet::config::{ConfigError, FieldError, from_toml_str, load};
 use cachet::proxy::{OriginClient, ProxyService};
+use cachet::purge::is_automatic_tag;
 use cachet::telemetry::Metrics;
 use cachet::tiers::{MemoryTier, Tier as _, TieredOptions, Tiers};
 use http::{HeaderMap, HeaderValue, Request, Uri};
@@ -625,11 +626,12 @@ async fn check_tag_bounds(
         prop_assert!(tag.len() <= MAX_TAG_BYTES, "{tag:?} kept");
         prop_assert!(offered.contains(&tag.as_str()), "{tag:?} was never named");
         prop_assert!(!named[..i].contains(tag), "{tag:?} kept twice");
+        prop_assert!(!is_automatic_tag(tag), "{tag:?} mimics an automatic tag");
     }
-    // While there is room, nothing that fits is dropped.
+    // While there is room, nothing that fits is dropped (but the automatic tags' spellings).
     let mut fitting: Vec<&str> = Vec::new();
     for tag in offered {
-        if tag.len() <= MAX_TAG_BYTES && !fitting.contains(&tag) {
+        if tag.len() <= MAX_TAG_BYTES && !is_automatic_tag(tag) && !fitting.contains(&tag) {
             fitting.push(tag);
         }
     }
