@@ -75,6 +75,14 @@ fn route(name: &str, prefix: &str, origin: &Origin, extra: &str) -> String {
     )
 }
 
+/// Routes `left` on `/left` and `right` on `/right`, both to `origin`.
+fn left_and_right(origin: &Origin) -> [String; 2] {
+    [
+        route("left", "/left", origin, ""),
+        route("right", "/right", origin, ""),
+    ]
+}
+
 async fn proxy(routes: &[String]) -> Proxy {
     Proxy::start(&format!("{SERVER}{}", routes.concat())).await
 }
@@ -244,11 +252,7 @@ async fn a_route_prefix_in_another_spelling_routes_its_requests() {
 #[tokio::test]
 async fn a_route_purge_leaves_other_routes_cached() {
     let origin = origin().await;
-    let routes = [
-        route("left", "/left", &origin, ""),
-        route("right", "/right", &origin, ""),
-    ];
-    let proxy = proxy(&routes).await;
+    let proxy = proxy(&left_and_right(&origin)).await;
     let covered: &[Req] = &[("/left/1", &[]), ("/left/2", &[])];
     let body = r#"{"route": "left"}"#;
     assert_purge_covers(&proxy, &origin, body, covered, &[("/right/1", &[])]).await;
@@ -260,11 +264,7 @@ async fn a_route_purge_leaves_other_routes_cached() {
 #[tokio::test]
 async fn an_origin_tag_spelled_like_an_automatic_one_is_dropped() {
     let origin = origin().await;
-    let routes = [
-        route("left", "/left", &origin, ""),
-        route("right", "/right", &origin, ""),
-    ];
-    let proxy = proxy(&routes).await;
+    let proxy = proxy(&left_and_right(&origin)).await;
     let body = r#"{"route": "right"}"#;
     let mimic: &[Req] = &[("/left/mimic", &[])];
     assert_purge_covers(&proxy, &origin, body, &[("/right/1", &[])], mimic).await;

@@ -39,7 +39,9 @@ pub enum PrefixError {
     ForbiddenCharacter,
     #[error("invalid percent-encoding")]
     BadPercentEncoding,
-    #[error("contains an encoded slash, backslash or NUL, or a backslash, which requests may not")]
+    #[error(
+        "contains a backslash, or an encoded slash, backslash or NUL, which request paths may not"
+    )]
     ForbiddenEncoding,
     #[error("contains a \".\" or \"..\" segment; request paths are matched with those resolved")]
     DotSegment,

@@ -27,6 +27,7 @@ use crate::cache::{
 use crate::coalesce::LeaderGuard;
 use crate::coalesce::lease::{Lease, LeaseOutcome};
 use crate::config::Route;
+use crate::purge::{is_automatic_tag, part_tag, route_tag, url_tag};
 
 /// What followers of a fill receive.
 #[derive(Debug, Clone)]
@@ -420,7 +421,7 @@ impl Fill {
             // purge (route tags with these prefixes are refused by the config).
             if tag.len() > limits.max_tag_bytes
                 || tags.len() >= limits.max_tags_per_entry
-                || crate::purge::is_automatic_tag(&tag)
+                || is_automatic_tag(&tag)
             {
                 dropped += 1;
             } else if !tags.contains(&tag) {
@@ -430,11 +431,11 @@ impl Fill {
         if dropped > 0 {
             tracing::debug!(key = %self.key, dropped, "tags over the limits or reserved dropped");
         }
-        tags.push(format!("route:{}", route.name));
+        tags.push(route_tag(&route.name));
         let url = url_fingerprint(&route.name, &self.target, &route.ignore_query_params);
-        tags.push(format!("url:{url}"));
+        tags.push(url_tag(url));
         for (header, fingerprint) in &self.partition.parts {
-            tags.push(format!("part:{header}:{fingerprint}"));
+            tags.push(part_tag(header, fingerprint));
         }
         tags
     }

@@ -13,7 +13,7 @@ use super::headers::{ClientInfo, clean_response, set_cache_status};
 use super::{Body, Settings, Shared};
 use crate::cache::{CacheStatus, Target, url_fingerprint};
 use crate::config::Route;
-use crate::purge::Selector;
+use crate::purge::{Selector, url_tag};
 
 /// Methods other than GET and HEAD: forwarded with their body streamed, never stored.
 pub(super) async fn pass(
@@ -86,7 +86,7 @@ fn invalidate_after_write(
     for url in urls {
         shared
             .watermarks
-            .purge(Selector::tag(format!("url:{url}")), false, now);
+            .purge(Selector::tag(url_tag(url)), false, now);
     }
     tracing::debug!(route = %route.name, "stored responses invalidated after a write");
 }

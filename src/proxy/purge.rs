@@ -8,7 +8,9 @@ use http::{HeaderMap, Uri};
 
 use super::{ProxyService, RouteTable};
 use crate::cache::{Target, url_fingerprint};
-use crate::purge::{PurgeTarget, Selector, SharedWatermarks, unix_ms};
+use crate::purge::{
+    PurgeTarget, Selector, SharedWatermarks, part_tag, route_tag, unix_ms, url_tag,
+};
 
 /// A purge target naming something the proxy does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,7 +85,7 @@ impl ProxyService {
                     .routes
                     .by_name(name)
                     .ok_or_else(|| invalid("route", "no such route"))?;
-                vec![Selector::tag(format!("route:{}", route.name))]
+                vec![Selector::tag(route_tag(&route.name))]
             }
             PurgeTarget::Urls(urls) => urls
                 .iter()
@@ -103,7 +105,7 @@ impl ProxyService {
                         return Err(invalid(&field, "no route keys on this header"));
                     }
                     let fingerprint = settings.hasher.fingerprint(&header, &[value.as_bytes()]);
-                    Ok(Selector::tag(format!("part:{header}:{fingerprint}")))
+                    Ok(Selector::tag(part_tag(&header, fingerprint)))
                 })
                 .collect::<Result<_, _>>()?,
         })
@@ -131,5 +133,5 @@ fn url_selector(routes: &RouteTable, url: &str) -> Result<Selector, &'static str
         (target, route)
     };
     let fingerprint = url_fingerprint(&route.name, &target, &route.ignore_query_params);
-    Ok(Selector::tag(format!("url:{fingerprint}")))
+    Ok(Selector::tag(url_tag(fingerprint)))
 }

@@ -31,10 +31,29 @@ pub enum Selector {
     All,
 }
 
-/// The prefixes of the tags Cachet gives every entry itself (`route:<name>`,
-/// `url:<fingerprint>`, `part:<header>:<fingerprint>`). An origin's or a route's own tag never
-/// starts with one, so that purging a route, a URL or a partition covers exactly that.
-pub const AUTOMATIC_TAG_PREFIXES: [&str; 3] = ["route:", "url:", "part:"];
+const ROUTE_TAG: &str = "route:";
+const URL_TAG: &str = "url:";
+const PART_TAG: &str = "part:";
+
+/// The prefixes of the tags Cachet gives every entry itself ([`route_tag`], [`url_tag`],
+/// [`part_tag`]). An origin's or a route's own tag never starts with one, so that purging a
+/// route, a URL or a partition covers exactly that.
+pub const AUTOMATIC_TAG_PREFIXES: [&str; 3] = [ROUTE_TAG, URL_TAG, PART_TAG];
+
+/// `route:<name>`: every entry of the route.
+pub fn route_tag(name: &str) -> String {
+    format!("{ROUTE_TAG}{name}")
+}
+
+/// `url:<fingerprint>`: every partition and variant of one URL.
+pub fn url_tag(fingerprint: impl fmt::Display) -> String {
+    format!("{URL_TAG}{fingerprint}")
+}
+
+/// `part:<header>:<fingerprint>`: every entry of one key-header value.
+pub fn part_tag(header: impl fmt::Display, fingerprint: impl fmt::Display) -> String {
+    format!("{PART_TAG}{header}:{fingerprint}")
+}
 
 /// Whether `tag` is spelled like one of Cachet's automatic tags.
 pub fn is_automatic_tag(tag: &str) -> bool {

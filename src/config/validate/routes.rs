@@ -12,6 +12,7 @@ use crate::cache::key::without_root_dot;
 use crate::cache::normalize_path_prefix;
 use crate::config::schema::RouteSection;
 use crate::config::{CacheConfig, Route};
+use crate::purge::{AUTOMATIC_TAG_PREFIXES, is_automatic_tag};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1 and their legacy companions): they do not describe the
 /// resource, so they cannot partition the cache.
@@ -243,12 +244,12 @@ fn tags(path: &str, tags: &[String], cache: &CacheConfig, check: &mut Check) {
             check.error(at, "must not be empty");
         } else if tag.contains(char::is_whitespace) {
             check.error(at, "must not contain whitespace");
-        } else if crate::purge::is_automatic_tag(tag) {
+        } else if is_automatic_tag(tag) {
             check.error(
                 at,
                 format!(
                     "must not start with {}: those are Cachet's automatic tags",
-                    crate::purge::AUTOMATIC_TAG_PREFIXES.join(", ")
+                    AUTOMATIC_TAG_PREFIXES.join(", ")
                 ),
             );
         } else if tag.len() > cache.max_tag_bytes {

@@ -231,9 +231,9 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(path) = &args.samples_csv {
         let mut ordered: Vec<&Sample> = samples.iter().collect();
         ordered.sort_by_key(|s| s.sent_after);
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let mut csv = String::from("sent_after_ms,latency_ms\n");
         for s in ordered {
-            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
             csv.push_str(&format!("{:.3},{:.3}\n", ms(s.sent_after), ms(s.latency)));
         }
         std::fs::write(path, csv).map_err(|e| format!("{}: {e}", path.display()))?;
