@@ -181,8 +181,18 @@ pub async fn run_with(
     );
     let (_, proxy_result, admin_result) = tokio::join!(
         signal,
-        server::serve(listeners.proxy, proxy, limits, stopped(stop_rx.clone())),
-        server::serve(listeners.admin, admin, limits, stopped(stop_rx)),
+        server::serve(
+            listeners.proxy,
+            move |peer| proxy.for_peer(peer),
+            limits,
+            stopped(stop_rx.clone())
+        ),
+        server::serve(
+            listeners.admin,
+            move |_| admin.clone(),
+            limits,
+            stopped(stop_rx)
+        ),
     );
     sweeping.abort();
     for task in [hangups, warming].into_iter().flatten() {

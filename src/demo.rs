@@ -83,7 +83,7 @@ pub async fn run(
     let mut origin_stop = stop_rx.clone();
     let origin_task = tokio::spawn(server::serve(
         origin,
-        origin_service,
+        move |_| origin_service,
         origin_limits,
         async move {
             let _ = origin_stop.wait_for(|s| *s).await;
@@ -120,7 +120,7 @@ pub async fn run_origin(
         max_headers: 100,
         drain_timeout: Duration::from_secs(2),
     };
-    server::serve(listener, tower::service_fn(demo_api), limits, shutdown)
+    server::serve(listener, |_| tower::service_fn(demo_api), limits, shutdown)
         .await
         .map_err(DemoError::Serve)
 }

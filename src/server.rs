@@ -2,7 +2,8 @@
 //! builder), header-size and header-read limits, idle keep-alive timeout, a connection cap,
 //! and a graceful drain bounded by `drain_timeout` when the shutdown future completes.
 //!
-//! Each request carries the connection's peer address as a `SocketAddr` extension.
+//! Each connection gets its own service, made from the peer's address: the address reaches
+//! the request path without a per-request extension (three allocations per request).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -53,18 +54,20 @@ const MIN_BUF_SIZE: usize = 8192;
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Serves `service` on `listener` until `shutdown` completes, then stops accepting and drains
-/// in-flight connections for at most `drain_timeout`.
+/// Serves `listener` until `shutdown` completes, then stops accepting and drains in-flight
+/// connections for at most `drain_timeout`. `for_peer` makes the service of each connection
+/// from its peer's address.
 ///
 /// # Errors
 /// None today; the `Result` leaves room for listener failures that should stop the process.
-pub async fn serve<S, B>(
+pub async fn serve<M, S, B>(
     listener: TcpListener,
-    service: S,
+    for_peer: M,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()>
 where
+    M: Fn(SocketAddr) -> S,
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
@@ -102,7 +105,7 @@ where
         connections.spawn(connection(
             stream,
             peer,
-            service.clone(),
+            for_peer(peer),
             Arc::clone(&builder),
             limits.idle_timeout,
             stop_rx.clone(),
@@ -196,8 +199,7 @@ async fn connection<S, B>(
         last: Mutex::new(Instant::now()),
     });
     let tracked = Arc::clone(&activity);
-    let hyper_service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-        request.extensions_mut().insert(peer);
+    let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
         tracked.in_flight.fetch_add(1, Ordering::AcqRel);
         let tracked = Arc::clone(&tracked);
         let call = service.clone().oneshot(request);

@@ -51,7 +51,7 @@ fn example_file_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cachet.toml");
     let config = load(&path, Vec::new()).unwrap();
 
-    let names: Vec<_> = config.routes.iter().map(|r| r.name.as_str()).collect();
+    let names: Vec<_> = config.routes.iter().map(|r| &*r.name).collect();
     assert_eq!(names, ["products", "me"]);
     let products = &config.routes[0];
     assert_eq!(products.path_prefix, "/api/products");

@@ -127,10 +127,21 @@ impl Target {
 
     /// Path and query as sent to the origin (`/a/b?x=1`).
     pub fn path_and_query(&self) -> String {
-        match &self.query {
-            Some(q) => format!("{}?{}", self.path, q),
-            None => self.path.clone(),
+        self.path_and_query_under("")
+    }
+
+    /// `base` (an upstream's base path, no trailing `/`) followed by the path and query, in a
+    /// string of exactly that length: a URI made from it takes the bytes without a copy.
+    pub fn path_and_query_under(&self, base: &str) -> String {
+        let query_len = self.query.as_ref().map_or(0, |q| q.len() + 1);
+        let mut out = String::with_capacity(base.len() + self.path.len() + query_len);
+        out.push_str(base);
+        out.push_str(&self.path);
+        if let Some(query) = &self.query {
+            out.push('?');
+            out.push_str(query);
         }
+        out
     }
 }
 

@@ -70,9 +70,7 @@ pub struct Timing {
 pub fn sanitized_request(target: &Target, partition: &Partition) -> http::request::Parts {
     let mut request = http::Request::new(());
     *request.method_mut() = Method::GET;
-    *request.uri_mut() = target
-        .path_and_query()
-        .parse()
+    *request.uri_mut() = http::Uri::try_from(target.path_and_query())
         .unwrap_or_else(|_| http::Uri::from_static("/"));
     if partition.had_credentials {
         request

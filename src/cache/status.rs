@@ -1,10 +1,16 @@
 //! [`CacheStatus`]: what the cache did for a response, as an RFC 9211 `Cache-Status` value and
 //! as a bounded metric label.
 
-use std::fmt::Write as _;
+use std::fmt::Write;
+
+use arrayvec::ArrayString;
+use http::HeaderValue;
 
 /// The cache's name in `Cache-Status`.
 pub const CACHE_NAME: &str = "cachet";
+
+/// Room for the longest value: a stale-if-error with a 20-digit ttl is under 90 bytes.
+const MAX_VALUE_LEN: usize = 128;
 
 /// One situation of DESIGN.md's Cache-Status table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,38 +40,54 @@ pub enum CacheStatus {
 impl CacheStatus {
     /// The RFC 9211 field value, e.g. `cachet; hit; ttl=42`.
     pub fn header_value(&self) -> String {
-        let mut v = String::from(CACHE_NAME);
-        // Writing into a String cannot fail, hence the ignored results.
+        let mut v = String::with_capacity(MAX_VALUE_LEN);
+        // Writing into a String cannot fail.
+        let _ = self.write_value(&mut v);
+        v
+    }
+
+    /// The field value as a header, formatted on the stack: one allocation per response (the
+    /// header's own bytes) instead of a growing `String` and its copy.
+    pub fn to_header(&self) -> HeaderValue {
+        let mut v = ArrayString::<MAX_VALUE_LEN>::new();
+        match self.write_value(&mut v) {
+            Ok(()) => HeaderValue::from_str(&v).ok(),
+            Err(_) => HeaderValue::from_str(&self.header_value()).ok(),
+        }
+        // Every value is ASCII letters, digits and `;= -`; the fallback never shows.
+        .unwrap_or(HeaderValue::from_static(CACHE_NAME))
+    }
+
+    fn write_value(&self, v: &mut impl Write) -> std::fmt::Result {
+        v.write_str(CACHE_NAME)?;
         match *self {
             Self::Hit { ttl, shared } => {
-                let _ = write!(v, "; hit; ttl={ttl}");
+                write!(v, "; hit; ttl={ttl}")?;
                 if shared {
-                    v.push_str("; detail=shared");
+                    v.write_str("; detail=shared")?;
                 }
             }
             Self::StaleWhileRevalidate { ttl } => {
-                let _ = write!(v, "; hit; ttl={ttl}; detail=stale-while-revalidate");
+                write!(v, "; hit; ttl={ttl}; detail=stale-while-revalidate")?;
             }
             Self::StaleIfError { ttl, fwd_status } => {
-                v.push_str("; fwd=stale");
+                v.write_str("; fwd=stale")?;
                 if let Some(status) = fwd_status {
-                    let _ = write!(v, "; fwd-status={status}");
+                    write!(v, "; fwd-status={status}")?;
                 }
-                let _ = write!(v, "; ttl={ttl}; detail=stale-if-error");
+                write!(v, "; ttl={ttl}; detail=stale-if-error")?;
             }
-            Self::Miss { stored } => push_fwd(&mut v, "miss", None, stored),
-            Self::Collapsed => v.push_str("; fwd=miss; collapsed"),
-            Self::Stale { fwd_status, stored } => {
-                push_fwd(&mut v, "stale", Some(fwd_status), stored)
-            }
-            Self::VaryMiss { stored } => push_fwd(&mut v, "vary-miss", None, stored),
+            Self::Miss { stored } => push_fwd(v, "miss", None, stored)?,
+            Self::Collapsed => v.write_str("; fwd=miss; collapsed")?,
+            Self::Stale { fwd_status, stored } => push_fwd(v, "stale", Some(fwd_status), stored)?,
+            Self::VaryMiss { stored } => push_fwd(v, "vary-miss", None, stored)?,
             Self::Request { fwd_status, stored } => {
-                push_fwd(&mut v, "request", Some(fwd_status), stored);
+                push_fwd(v, "request", Some(fwd_status), stored)?;
             }
-            Self::Method => v.push_str("; fwd=method"),
-            Self::HitForMiss => v.push_str("; fwd=bypass; detail=hit-for-miss"),
+            Self::Method => v.write_str("; fwd=method")?,
+            Self::HitForMiss => v.write_str("; fwd=bypass; detail=hit-for-miss")?,
         }
-        v
+        Ok(())
     }
 
     /// The bounded metric label: `hit`, `stale`, `miss`, `collapsed` or `pass`.
@@ -83,14 +105,20 @@ impl CacheStatus {
     }
 }
 
-fn push_fwd(v: &mut String, fwd: &str, fwd_status: Option<u16>, stored: bool) {
-    let _ = write!(v, "; fwd={fwd}");
+fn push_fwd(
+    v: &mut impl Write,
+    fwd: &str,
+    fwd_status: Option<u16>,
+    stored: bool,
+) -> std::fmt::Result {
+    write!(v, "; fwd={fwd}")?;
     if let Some(status) = fwd_status {
-        let _ = write!(v, "; fwd-status={status}");
+        write!(v, "; fwd-status={status}")?;
     }
     if stored {
-        v.push_str("; stored");
+        v.write_str("; stored")?;
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -156,7 +184,19 @@ mod tests {
         ];
         for (status, expected) in cases {
             assert_eq!(status.header_value(), expected, "{status:?}");
+            assert_eq!(status.to_header(), expected, "{status:?}");
         }
+    }
+
+    #[test]
+    fn the_longest_value_fits_the_stack_buffer() {
+        let longest = StaleIfError {
+            ttl: i64::MIN,
+            fwd_status: Some(u16::MAX),
+        };
+        let mut v = arrayvec::ArrayString::<{ super::MAX_VALUE_LEN }>::new();
+        assert!(longest.write_value(&mut v).is_ok());
+        assert_eq!(v.as_str(), longest.header_value());
     }
 
     #[test]

@@ -115,7 +115,7 @@ pub struct RedisConfig {
 /// One `[[routes]]` entry, validated.
 #[derive(Debug, Clone)]
 pub struct Route {
-    pub name: String,
+    pub name: Arc<str>,
     pub path_prefix: String,
     /// Lower-case host without port, when the route matches one host only.
     pub host: Option<String>,
@@ -234,7 +234,7 @@ impl Config {
     /// me), listen 127.0.0.1:8080, admin 127.0.0.1:9091, memory 256MiB, shared tier: none`.
     /// Never includes the token, the partition secret or Redis urls (which may hold passwords).
     pub fn summary(&self) -> String {
-        let names: Vec<&str> = self.routes.iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<&str> = self.routes.iter().map(|r| &*r.name).collect();
         let plural = if names.len() == 1 { "" } else { "s" };
         let shared = match self.cache.redis.as_ref().map(|r| &r.target) {
             None => "none".to_owned(),
@@ -258,7 +258,7 @@ impl Route {
     pub(crate) fn for_tests(name: &str, path_prefix: &str) -> Self {
         let duration = |text| parse_duration(text).expect("schema defaults are valid durations");
         Self {
-            name: name.to_owned(),
+            name: name.into(),
             path_prefix: path_prefix.to_owned(),
             host: None,
             upstream: Uri::from_static("http://127.0.0.1:9"),

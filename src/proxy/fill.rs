@@ -197,6 +197,7 @@ impl Fill {
         // Stamped when the fetch starts: a purge that lands while it runs covers this response.
         let purge_seq = shared.watermarks.current_seq();
         let deadline = Instant::now() + route.timeout;
+        // A copy: the stored variant's key is computed from these headers afterwards.
         let mut headers = self.headers.clone();
         // A stale entry with validators is revalidated rather than fetched again (RFC 9111 §4.3.1).
         let validating = self

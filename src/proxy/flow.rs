@@ -5,6 +5,7 @@
 //! within stale-while-revalidate while one background refresh runs, and stands in for a failing
 //! origin within stale-if-error.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,7 +17,7 @@ use super::forward::{content_length, origin_headers};
 use super::headers::{ClientInfo, set_cache_status, strip_for_fill};
 use super::observe::Observed;
 use super::serve::{ServeAs, serve_entry};
-use super::{Body, PeerAddr, Settings, Shared, empty, refresh};
+use super::{Body, Settings, Shared, empty, refresh};
 use crate::cache::request::RequestDirectives;
 use crate::cache::vary::{variant_fingerprint, variant_key};
 use crate::cache::{
@@ -34,10 +35,14 @@ use crate::tiers::Source;
 const FOLLOWER_MARGIN: Duration = Duration::from_secs(1);
 
 /// Handles one client request; every failure becomes a response here.
-pub(super) async fn handle(shared: &Arc<Shared>, request: Request<Body>) -> Response<Body> {
+pub(super) async fn handle(
+    shared: &Arc<Shared>,
+    request: Request<Body>,
+    peer: Option<IpAddr>,
+) -> Response<Body> {
     let observed = Observed::begin(shared, &request);
     let mut routed = None;
-    let response = match route_and_serve(shared, request, &mut routed).await {
+    let response = match route_and_serve(shared, request, peer, &mut routed).await {
         Ok(response) => response,
         // `into_response` logs it, once.
         Err(error) => error.into_response(),
@@ -50,6 +55,7 @@ pub(super) async fn handle(shared: &Arc<Shared>, request: Request<Body>) -> Resp
 async fn route_and_serve(
     shared: &Arc<Shared>,
     request: Request<Body>,
+    peer: Option<IpAddr>,
     routed: &mut Option<Arc<Route>>,
 ) -> Result<Response<Body>, ProxyError> {
     // One snapshot per request: a reload in flight never mixes two sets of rules in one answer.
@@ -67,7 +73,7 @@ async fn route_and_serve(
         return Err(ProxyError::BodyTooLarge);
     }
     let client = ClientInfo {
-        peer: request.extensions().get::<PeerAddr>().map(|addr| addr.ip()),
+        peer,
         version: request.version(),
     };
     // The access log (`observe`) records every answer; nothing more to log here.

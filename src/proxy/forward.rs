@@ -39,7 +39,7 @@ pub(crate) fn origin_request(
     body: Body,
 ) -> Result<Request<Body>, ProxyError> {
     let base = route.upstream.path().trim_end_matches('/');
-    let mut builder = Uri::builder().path_and_query(format!("{base}{}", target.path_and_query()));
+    let mut builder = Uri::builder().path_and_query(target.path_and_query_under(base));
     if let Some(scheme) = route.upstream.scheme() {
         builder = builder.scheme(scheme.clone());
     }

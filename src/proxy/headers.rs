@@ -2,6 +2,7 @@
 //! headers Cachet adds towards the origin, tag headers read and stripped from responses, and
 //! the `Age` and `Cache-Status` of responses to the client.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderName, HeaderValue};
@@ -130,10 +131,15 @@ pub(crate) fn add_forwarding(
     headers.remove(&X_FORWARDED_HOST);
     if let Some(peer) = client.peer {
         let value = match prior_for {
-            Some(prior) => format!("{prior}, {peer}"),
-            None => peer.to_string(),
+            Some(prior) => HeaderValue::from_str(&format!("{prior}, {peer}")),
+            None => {
+                // An address formatted on the stack: the header's bytes are the one allocation.
+                let mut text = arrayvec::ArrayString::<64>::new();
+                let _ = write!(text, "{peer}");
+                HeaderValue::from_str(&text)
+            }
         };
-        if let Ok(value) = HeaderValue::from_str(&value) {
+        if let Ok(value) = value {
             headers.insert(X_FORWARDED_FOR, value);
         }
     }
@@ -234,9 +240,9 @@ impl ResponseHead for http::response::Parts {
 /// Sets `Cache-Status` (replacing any value from upstream: one value per response), and keeps
 /// the [`CacheStatus`] itself as a response extension for metrics and the access log.
 pub(crate) fn set_cache_status(response: &mut impl ResponseHead, status: CacheStatus) {
-    if let Ok(value) = HeaderValue::from_str(&status.header_value()) {
-        response.headers_mut().insert(CACHE_STATUS, value);
-    }
+    response
+        .headers_mut()
+        .insert(CACHE_STATUS, status.to_header());
     response.extensions_mut().insert(status);
 }
 
@@ -293,6 +299,23 @@ mod tests {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         add_forwarding(&mut h, client, &trusted, &target());
         assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 10.1.2.3");
+    }
+
+    #[test]
+    fn the_longest_peer_addresses_are_forwarded_whole() {
+        for peer in [
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+            "255.255.255.255",
+        ] {
+            let client = ClientInfo {
+                peer: Some(peer.parse().unwrap()),
+                version: Version::HTTP_11,
+            };
+            let mut h = HeaderMap::new();
+            add_forwarding(&mut h, client, &[], &target());
+            assert_eq!(h[&X_FORWARDED_FOR], peer);
+        }
     }
 
     #[test]

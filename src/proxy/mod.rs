@@ -20,7 +20,7 @@ mod serve;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
@@ -63,10 +63,6 @@ pub(crate) fn full(bytes: Bytes) -> Body {
 pub(crate) fn empty() -> Body {
     full(Bytes::new())
 }
-
-/// The peer address of the connection a request came on, as a request extension set by the
-/// server (a plain `SocketAddr`, so that `server` and `proxy` need not know each other).
-pub type PeerAddr = SocketAddr;
 
 /// Limits and trust settings the request path needs.
 #[derive(Debug, Clone)]
@@ -190,17 +186,30 @@ pub(crate) const REFRESH_BACKOFF: std::time::Duration = std::time::Duration::fro
 #[derive(Debug)]
 pub struct ProxyService {
     shared: Arc<Shared>,
+    /// The address of the client connection this copy serves, when there is one.
+    peer: Option<IpAddr>,
 }
 
 impl Clone for ProxyService {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
+            peer: self.peer,
         }
     }
 }
 
 impl ProxyService {
+    /// This service for the requests of one client connection: its peer address is what
+    /// `X-Forwarded-For` adds and trusted-proxy rules check.
+    #[must_use]
+    pub fn for_peer(&self, peer: SocketAddr) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            peer: Some(peer.ip()),
+        }
+    }
+
     /// Swaps in the routes, key rules and request limits of `config` for new requests
     /// (requests in flight finish under the old ones). Listeners, tiers and the memory budget
     /// need a restart.
@@ -250,6 +259,7 @@ impl ProxyService {
         };
         Self {
             shared: Arc::new(shared),
+            peer: None,
         }
     }
 }
@@ -269,7 +279,8 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let shared = Arc::clone(&self.shared);
+        let peer = self.peer;
         let request = request.map(|body| body.map_err(Into::into).boxed_unsync());
-        Box::pin(async move { Ok(flow::handle(&shared, request).await) })
+        Box::pin(async move { Ok(flow::handle(&shared, request, peer).await) })
     }
 }

@@ -50,7 +50,7 @@ impl Observed {
         let status = response.extensions().get::<CacheStatus>();
         match route {
             Some(route) => {
-                let name = route.name.as_str();
+                let name = &route.name;
                 let label = status.map_or_else(|| self.error_label(), CacheStatus::label);
                 metrics.request(name, label, self.tenant.as_ref());
                 match status {
@@ -75,7 +75,7 @@ impl Observed {
                 .unwrap_or("-");
             tracing::info!(
                 target: ACCESS_TARGET,
-                route = route.map_or("-", |r| r.name.as_str()),
+                route = route.map_or("-", |r| &*r.name),
                 method = %self.method,
                 path = %path,
                 status = response.status().as_u16(),

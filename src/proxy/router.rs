@@ -43,7 +43,7 @@ impl RouteTable {
 
     /// The route called `name`.
     pub fn by_name(&self, name: &str) -> Option<&Arc<Route>> {
-        self.routes.iter().find(|route| route.name == name)
+        self.routes.iter().find(|route| &*route.name == name)
     }
 
     /// Whether some route keys on `header`.

@@ -33,32 +33,32 @@ use tenant::TenantRule;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
+    route: Arc<str>,
     cache: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TenantLabels {
-    route: String,
+    route: Arc<str>,
     tenant: Arc<str>,
     cache: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
+    route: Arc<str>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StaleLabels {
-    route: String,
+    route: Arc<str>,
     reason: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OriginLabels {
-    route: String,
-    status: String,
+    route: Arc<str>,
+    status: OriginOutcome,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,7 +74,7 @@ struct PurgeLabels {
 }
 
 /// How an origin exchange ended, for [`ORIGIN_REQUESTS_TOTAL`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum OriginOutcome {
     /// The origin answered with this status.
     Status(u16),
@@ -84,12 +84,18 @@ pub enum OriginOutcome {
     Error,
 }
 
-impl OriginOutcome {
-    fn label(self) -> String {
+/// The `status` label: the code, `timeout` or `error`, written at scrape time rather than
+/// formatted on every exchange.
+impl prometheus_client::encoding::EncodeLabelValue for OriginOutcome {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> std::fmt::Result {
+        use std::fmt::Write as _;
         match self {
-            Self::Status(code) => code.to_string(),
-            Self::Timeout => "timeout".into(),
-            Self::Error => "error".into(),
+            Self::Status(code) => write!(encoder, "{code}"),
+            Self::Timeout => encoder.write_str("timeout"),
+            Self::Error => encoder.write_str("error"),
         }
     }
 }
@@ -219,12 +225,12 @@ impl Metrics {
     }
 
     /// One answered request on `route` with cache label `cache` (`CacheStatus::label`).
-    pub fn request(&self, route: &str, cache: &'static str, tenant: Option<&Arc<str>>) {
+    pub fn request(&self, route: &Arc<str>, cache: &'static str, tenant: Option<&Arc<str>>) {
         let inner = &self.inner;
         inner
             .requests
             .get_or_create(&RequestLabels {
-                route: route.to_owned(),
+                route: Arc::clone(route),
                 cache,
             })
             .inc();
@@ -232,7 +238,7 @@ impl Metrics {
             inner
                 .tenant_requests
                 .get_or_create(&TenantLabels {
-                    route: route.to_owned(),
+                    route: Arc::clone(route),
                     tenant: Arc::clone(tenant),
                     cache,
                 })
@@ -246,40 +252,40 @@ impl Metrics {
     }
 
     /// One stale response served on `route` for `reason`.
-    pub fn stale_served(&self, route: &str, reason: &'static str) {
+    pub fn stale_served(&self, route: &Arc<str>, reason: &'static str) {
         self.inner
             .stale
             .get_or_create(&StaleLabels {
-                route: route.to_owned(),
+                route: Arc::clone(route),
                 reason,
             })
             .inc();
     }
 
     /// One request answered from another request's fill on `route`.
-    pub fn coalesced(&self, route: &str) {
+    pub fn coalesced(&self, route: &Arc<str>) {
         self.inner
             .coalesced
             .get_or_create(&RouteLabels {
-                route: route.to_owned(),
+                route: Arc::clone(route),
             })
             .inc();
     }
 
     /// One origin exchange on `route`: how it ended and how long the response head took.
-    pub fn origin(&self, route: &str, outcome: OriginOutcome, elapsed: Duration) {
+    pub fn origin(&self, route: &Arc<str>, outcome: OriginOutcome, elapsed: Duration) {
         let inner = &self.inner;
         inner
             .origin_requests
             .get_or_create(&OriginLabels {
-                route: route.to_owned(),
-                status: outcome.label(),
+                route: Arc::clone(route),
+                status: outcome,
             })
             .inc();
         inner
             .origin_duration
             .get_or_create(&RouteLabels {
-                route: route.to_owned(),
+                route: Arc::clone(route),
             })
             .observe(elapsed.as_secs_f64());
     }

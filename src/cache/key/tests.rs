@@ -388,3 +388,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_origin_path_is_the_base_then_path_and_query_in_an_exact_buffer() {
+    let with_query = target("/a/b?y=2&x=1", "h").expect("routable");
+    let without = target("/a/b", "h").expect("routable");
+    for (t, base, expected) in [
+        (&with_query, "", "/a/b?y=2&x=1"),
+        (&with_query, "/v1", "/v1/a/b?y=2&x=1"),
+        (&without, "/v1", "/v1/a/b"),
+        (&without, "", "/a/b"),
+    ] {
+        let out = t.path_and_query_under(base);
+        assert_eq!(out, expected);
+        // No spare room: `Bytes::from` takes the buffer without copying it.
+        assert_eq!(out.capacity(), out.len(), "{expected}");
+    }
+    assert_eq!(with_query.path_and_query(), "/a/b?y=2&x=1");
+}

@@ -43,7 +43,7 @@ pub(super) fn routes(
         let path = format!("routes[{i}]");
         let route = route(&path, section, cache, check);
         if !route.name.is_empty()
-            && let Some(&first) = names.get(&route.name)
+            && let Some(&first) = names.get(&*route.name)
         {
             check.error(
                 format!("{path}.name"),
@@ -53,7 +53,7 @@ pub(super) fn routes(
                 ),
             );
         } else {
-            names.insert(route.name.clone(), i);
+            names.insert(route.name.to_string(), i);
         }
         let key = (route.host.clone(), route.path_prefix.clone());
         if !route.path_prefix.is_empty()
@@ -130,7 +130,7 @@ fn route(path: &str, r: RouteSection, cache: &CacheConfig, check: &mut Check) ->
         }
     }
     Route {
-        name,
+        name: name.into(),
         path_prefix,
         host,
         upstream,

@@ -68,9 +68,9 @@ fn requests_are_counted_by_route_cache_and_bounded_tenant() {
     let metrics = Metrics::new(&config("x-tenant-id", &["acme"]));
     let acme = metrics.tenant_label(&headers("x-tenant-id", "acme"));
     let other = metrics.tenant_label(&headers("x-tenant-id", "secret-tenant"));
-    metrics.request("api", "hit", acme.as_ref());
-    metrics.request("api", "hit", other.as_ref());
-    metrics.request("api", "miss", other.as_ref());
+    metrics.request(&"api".into(), "hit", acme.as_ref());
+    metrics.request(&"api".into(), "hit", other.as_ref());
+    metrics.request(&"api".into(), "miss", other.as_ref());
     let text = metrics.render(&Scrape::default());
     assert_eq!(
         sample(&text, r#"cachet_requests_total{route="api",cache="hit"}"#),
@@ -129,8 +129,12 @@ fn scraped_totals_never_go_backwards_and_gauges_follow() {
 fn instances_do_not_share_figures() {
     let a = Metrics::new(&config("x-tenant-id", &[]));
     let b = Metrics::new(&config("x-tenant-id", &[]));
-    a.request("api", "hit", None);
-    a.origin("api", OriginOutcome::Timeout, Duration::from_millis(3));
+    a.request(&"api".into(), "hit", None);
+    a.origin(
+        &"api".into(),
+        OriginOutcome::Timeout,
+        Duration::from_millis(3),
+    );
     let text = b.render(&Scrape::default());
     assert_eq!(
         sample(&text, r#"cachet_requests_total{route="api",cache="hit"}"#),
