@@ -1,16 +1,10 @@
 //! [`CacheStatus`]: what the cache did for a response, as an RFC 9211 `Cache-Status` value and
 //! as a bounded metric label.
 
-use std::fmt::Write;
-
-use arrayvec::ArrayString;
-use http::HeaderValue;
+use std::fmt;
 
 /// The cache's name in `Cache-Status`.
 pub const CACHE_NAME: &str = "cachet";
-
-/// Room for the longest value: a stale-if-error with a 20-digit ttl is under 90 bytes.
-const MAX_VALUE_LEN: usize = 128;
 
 /// One situation of DESIGN.md's Cache-Status table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,27 +32,24 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
-    /// The RFC 9211 field value, e.g. `cachet; hit; ttl=42`.
-    pub fn header_value(&self) -> String {
-        let mut v = String::with_capacity(MAX_VALUE_LEN);
-        // Writing into a String cannot fail.
-        let _ = self.write_value(&mut v);
-        v
-    }
-
-    /// The field value as a header, formatted on the stack: one allocation per response (the
-    /// header's own bytes) instead of a growing `String` and its copy.
-    pub fn to_header(&self) -> HeaderValue {
-        let mut v = ArrayString::<MAX_VALUE_LEN>::new();
-        match self.write_value(&mut v) {
-            Ok(()) => HeaderValue::from_str(&v).ok(),
-            Err(_) => HeaderValue::from_str(&self.header_value()).ok(),
+    /// The bounded metric label: `hit`, `stale`, `miss`, `collapsed` or `pass`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Hit { .. } => "hit",
+            Self::StaleWhileRevalidate { .. } | Self::StaleIfError { .. } => "stale",
+            Self::Miss { .. }
+            | Self::Stale { .. }
+            | Self::VaryMiss { .. }
+            | Self::Request { .. } => "miss",
+            Self::Collapsed => "collapsed",
+            Self::Method | Self::HitForMiss => "pass",
         }
-        // Every value is ASCII letters, digits and `;= -`; the fallback never shows.
-        .unwrap_or(HeaderValue::from_static(CACHE_NAME))
     }
+}
 
-    fn write_value(&self, v: &mut impl Write) -> std::fmt::Result {
+/// The RFC 9211 field value, e.g. `cachet; hit; ttl=42`.
+impl fmt::Display for CacheStatus {
+    fn fmt(&self, v: &mut fmt::Formatter<'_>) -> fmt::Result {
         v.write_str(CACHE_NAME)?;
         match *self {
             Self::Hit { ttl, shared } => {
@@ -89,28 +80,14 @@ impl CacheStatus {
         }
         Ok(())
     }
-
-    /// The bounded metric label: `hit`, `stale`, `miss`, `collapsed` or `pass`.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Hit { .. } => "hit",
-            Self::StaleWhileRevalidate { .. } | Self::StaleIfError { .. } => "stale",
-            Self::Miss { .. }
-            | Self::Stale { .. }
-            | Self::VaryMiss { .. }
-            | Self::Request { .. } => "miss",
-            Self::Collapsed => "collapsed",
-            Self::Method | Self::HitForMiss => "pass",
-        }
-    }
 }
 
 fn push_fwd(
-    v: &mut impl Write,
+    v: &mut fmt::Formatter<'_>,
     fwd: &str,
     fwd_status: Option<u16>,
     stored: bool,
-) -> std::fmt::Result {
+) -> fmt::Result {
     write!(v, "; fwd={fwd}")?;
     if let Some(status) = fwd_status {
         write!(v, "; fwd-status={status}")?;
@@ -183,20 +160,8 @@ mod tests {
             (HitForMiss, "cachet; fwd=bypass; detail=hit-for-miss"),
         ];
         for (status, expected) in cases {
-            assert_eq!(status.header_value(), expected, "{status:?}");
-            assert_eq!(status.to_header(), expected, "{status:?}");
+            assert_eq!(status.to_string(), expected, "{status:?}");
         }
-    }
-
-    #[test]
-    fn the_longest_value_fits_the_stack_buffer() {
-        let longest = StaleIfError {
-            ttl: i64::MIN,
-            fwd_status: Some(u16::MAX),
-        };
-        let mut v = arrayvec::ArrayString::<{ super::MAX_VALUE_LEN }>::new();
-        assert!(longest.write_value(&mut v).is_ok());
-        assert_eq!(v.as_str(), longest.header_value());
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! headers Cachet adds towards the origin, tag headers read and stripped from responses, and
 //! the `Age` and `Cache-Status` of responses to the client.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
+use arrayvec::ArrayString;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Extensions, HeaderMap, Version};
 use ipnet::IpNet;
@@ -131,15 +132,10 @@ pub(crate) fn add_forwarding(
     headers.remove(&X_FORWARDED_HOST);
     if let Some(peer) = client.peer {
         let value = match prior_for {
-            Some(prior) => HeaderValue::from_str(&format!("{prior}, {peer}")),
-            None => {
-                // An address formatted on the stack: the header's bytes are the one allocation.
-                let mut text = arrayvec::ArrayString::<64>::new();
-                let _ = write!(text, "{peer}");
-                HeaderValue::from_str(&text)
-            }
+            Some(prior) => HeaderValue::from_str(&format!("{prior}, {peer}")).ok(),
+            None => formatted(peer),
         };
-        if let Ok(value) = value {
+        if let Some(value) = value {
             headers.insert(X_FORWARDED_FOR, value);
         }
     }
@@ -240,10 +236,23 @@ impl ResponseHead for http::response::Parts {
 /// Sets `Cache-Status` (replacing any value from upstream: one value per response), and keeps
 /// the [`CacheStatus`] itself as a response extension for metrics and the access log.
 pub(crate) fn set_cache_status(response: &mut impl ResponseHead, status: CacheStatus) {
-    response
-        .headers_mut()
-        .insert(CACHE_STATUS, status.to_header());
+    if let Some(value) = formatted(status) {
+        response.headers_mut().insert(CACHE_STATUS, value);
+    }
     response.extensions_mut().insert(status);
+}
+
+/// Room for the values [`formatted`] makes: the longest `Cache-Status` is under 90 bytes, an
+/// IPv6 address under 40.
+const FORMATTED_MAX: usize = 128;
+
+/// `value` as a header value, formatted on the stack: the header's own bytes are the one
+/// allocation, where `to_string` would add a growing `String` and a copy of it. `None` when the
+/// text does not fit or is not a valid field value.
+fn formatted(value: impl fmt::Display) -> Option<HeaderValue> {
+    let mut text = ArrayString::<FORMATTED_MAX>::new();
+    write!(text, "{value}").ok()?;
+    HeaderValue::from_str(&text).ok()
 }
 
 /// Sets `Age` (RFC 9111 §5.1).
@@ -316,6 +325,19 @@ mod tests {
             add_forwarding(&mut h, client, &[], &target());
             assert_eq!(h[&X_FORWARDED_FOR], peer);
         }
+    }
+
+    #[test]
+    fn the_longest_cache_status_fits_the_stack_buffer() {
+        let longest = CacheStatus::StaleIfError {
+            ttl: i64::MIN,
+            fwd_status: Some(u16::MAX),
+        };
+        let value = formatted(longest).expect("fits");
+        assert_eq!(value, longest.to_string().as_str());
+        let mut response = http::Response::new(());
+        set_cache_status(&mut response, longest);
+        assert_eq!(response.headers()[&CACHE_STATUS], value);
     }
 
     #[test]

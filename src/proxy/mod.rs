@@ -183,20 +183,11 @@ impl Shared {
 pub(crate) const REFRESH_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The tower service for client traffic. Cloning is cheap.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ProxyService {
     shared: Arc<Shared>,
     /// The address of the client connection this copy serves, when there is one.
     peer: Option<IpAddr>,
-}
-
-impl Clone for ProxyService {
-    fn clone(&self) -> Self {
-        Self {
-            shared: Arc::clone(&self.shared),
-            peer: self.peer,
-        }
-    }
 }
 
 impl ProxyService {
@@ -205,8 +196,8 @@ impl ProxyService {
     #[must_use]
     pub fn for_peer(&self, peer: SocketAddr) -> Self {
         Self {
-            shared: Arc::clone(&self.shared),
             peer: Some(peer.ip()),
+            ..self.clone()
         }
     }
 

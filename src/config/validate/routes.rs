@@ -3,6 +3,7 @@
 //! pairs, at least one route).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use http::uri::Authority;
 use http::{HeaderName, Uri};
@@ -35,7 +36,7 @@ pub(super) fn routes(
     check: &mut Check,
 ) -> Vec<Route> {
     let mut routes = Vec::new();
-    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut names: HashMap<Arc<str>, usize> = HashMap::new();
     let mut matches: HashMap<(Option<String>, String), usize> = HashMap::new();
     let count = sections.len();
     for (i, section) in sections.into_iter().enumerate() {
@@ -43,7 +44,7 @@ pub(super) fn routes(
         let path = format!("routes[{i}]");
         let route = route(&path, section, cache, check);
         if !route.name.is_empty()
-            && let Some(&first) = names.get(&*route.name)
+            && let Some(&first) = names.get(&route.name)
         {
             check.error(
                 format!("{path}.name"),
@@ -53,7 +54,7 @@ pub(super) fn routes(
                 ),
             );
         } else {
-            names.insert(route.name.to_string(), i);
+            names.insert(Arc::clone(&route.name), i);
         }
         let key = (route.host.clone(), route.path_prefix.clone());
         if !route.path_prefix.is_empty()
