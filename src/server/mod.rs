@@ -1,15 +1,16 @@
 //! Serves any tower service on a bound listener: HTTP/1.1 and h2c (hyper-util's auto
-//! builder), header-size and header-read limits, idle keep-alive timeout, a connection cap,
-//! and a graceful drain bounded by `drain_timeout` when the shutdown future completes.
+//! builder), header-size limits, the header-read and idle timeouts (`deadline`), a connection
+//! cap, and a graceful drain bounded by `drain_timeout` when the shutdown future completes.
 //!
 //! Each connection gets its own service, made from the peer's address: the address reaches
 //! the request path without a per-request extension (three allocations per request).
 
+mod deadline;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -23,6 +24,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::config::ServerConfig;
+use deadline::{Activity, Timeout, Watched};
 
 /// Connection-level limits, from `[server]`.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +55,9 @@ impl From<&ServerConfig> for ServerLimits {
 const MIN_BUF_SIZE: usize = 8192;
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How long an idle connection told to close may take to do so (HTTP/2: GOAWAY sent and
+/// read) before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves `listener` until `shutdown` completes, then stops accepting and drains in-flight
 /// connections for at most `drain_timeout`. `for_peer` makes the service of each connection
@@ -107,7 +112,7 @@ where
             peer,
             for_peer(peer),
             Arc::clone(&builder),
-            limits.idle_timeout,
+            limits,
             stop_rx.clone(),
             permit,
         ));
@@ -137,7 +142,9 @@ fn builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // `deadline` keeps this timeout with one timer per connection; hyper's own arms a
+        // timer per request and also cuts keep-alive connections idle for that long.
+        .header_read_timeout(None)
         // Larger request heads are refused with 431 by hyper.
         .max_buf_size(limits.max_header_bytes.max(MIN_BUF_SIZE))
         // More header lines are refused with 431 by hyper too.
@@ -150,37 +157,12 @@ fn builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// When a connection last did something, and how many requests it has in flight.
-#[derive(Debug)]
-struct Activity {
-    in_flight: AtomicUsize,
-    // A std mutex: held only to copy an `Instant`, never across an await.
-    last: Mutex<Instant>,
-}
-
-impl Activity {
-    fn touch(&self) {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-    }
-
-    /// How long the connection has had nothing in flight.
-    fn idle_for(&self) -> Duration {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return Duration::ZERO;
-        }
-        self.last
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .elapsed()
-    }
-}
-
 async fn connection<S, B>(
     stream: TcpStream,
     peer: SocketAddr,
     service: S,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    idle_timeout: Duration,
+    limits: ServerLimits,
     mut stop: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) where
@@ -194,27 +176,33 @@ async fn connection<S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let _ = stream.set_nodelay(true);
-    let activity = Arc::new(Activity {
-        in_flight: AtomicUsize::new(0),
-        last: Mutex::new(Instant::now()),
-    });
+    let activity = Arc::new(Activity::new(
+        Instant::now(),
+        limits.header_read_timeout,
+        limits.idle_timeout,
+    ));
     let tracked = Arc::clone(&activity);
     let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        tracked.in_flight.fetch_add(1, Ordering::AcqRel);
+        tracked.request_started(request.version());
         let tracked = Arc::clone(&tracked);
         let call = service.clone().oneshot(request);
         async move {
             let response = call.await;
-            tracked.touch();
-            tracked.in_flight.fetch_sub(1, Ordering::AcqRel);
+            tracked.request_done();
             response
         }
     });
-    let conn = builder.serve_connection(TokioIo::new(stream), hyper_service);
+    let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
+    let conn = builder.serve_connection(io, hyper_service);
     tokio::pin!(conn);
-    let mut stopping = *stop.borrow();
-    while !stopping {
-        let idle_left = idle_timeout.saturating_sub(activity.idle_for());
+    let timer = tokio::time::sleep_until(activity.first_deadline());
+    tokio::pin!(timer);
+    let mut closing = false;
+    if *stop.borrow() {
+        closing = true;
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(error) = result {
@@ -222,19 +210,26 @@ async fn connection<S, B>(
                 }
                 return;
             }
-            changed = stop.changed() => {
-                stopping = changed.is_err() || *stop.borrow();
-            }
-            () = tokio::time::sleep(idle_left.max(Duration::from_millis(10))) => {
-                if activity.idle_for() >= idle_timeout {
-                    stopping = true;
+            changed = stop.changed(), if !closing => {
+                if changed.is_err() || *stop.borrow() {
+                    // Finishes the requests in flight, then closes (HTTP/2: GOAWAY).
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
                 }
             }
+            () = &mut timer => match activity.timeout(Instant::now()) {
+                Timeout::At(deadline) => timer.as_mut().reset(deadline),
+                Timeout::HeadRead => {
+                    tracing::debug!(%peer, "no request head within header_read_timeout; closing");
+                    return;
+                }
+                Timeout::Idle if closing => return,
+                Timeout::Idle => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                    timer.as_mut().reset(Instant::now() + CLOSE_GRACE);
+                }
+            },
         }
-    }
-    // Finishes the request in flight, then closes (HTTP/2: GOAWAY).
-    conn.as_mut().graceful_shutdown();
-    if let Err(error) = conn.await {
-        tracing::debug!(%peer, %error, "connection ended with an error while closing");
     }
 }

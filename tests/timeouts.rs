@@ -1,0 +1,306 @@
+//! The connection timeouts of `[server]`: `header_read_timeout` cuts off a client that is slow
+//! to send a request head (slowloris), from its first byte (or from accept, for the first
+//! request); `idle_timeout` closes a keep-alive connection after that long without a request,
+//! however short the header timeout. The two are far apart here (300 ms and 1.5 s), so that
+//! which one closed a connection shows in how long it stayed open. Time passing is the
+//! behaviour under test, so these tests wait on the clock.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use support::proxy::SERVER;
+use support::{Origin, Proxy, Reply};
+
+const HEADER_READ: Duration = Duration::from_millis(300);
+const IDLE: Duration = Duration::from_millis(1500);
+/// Timers fire a little late, more so on a loaded machine; never early.
+const LATE: Duration = Duration::from_secs(5);
+
+async fn start() -> (Origin, Proxy) {
+    let origin = Origin::fixed(Reply::ok("hello").cache_control("max-age=60")).await;
+    let server = SERVER.replace(
+        "drain_timeout = \"2s\"\n",
+        &format!(
+            "drain_timeout = \"2s\"\nheader_read_timeout = \"{}ms\"\nidle_timeout = \"{}ms\"\n",
+            HEADER_READ.as_millis(),
+            IDLE.as_millis()
+        ),
+    );
+    assert_ne!(server, SERVER, "the [server] section changed shape");
+    let config = format!(
+        "{server}\n[[routes]]\nname = \"test\"\npath_prefix = \"/\"\nupstream = \"{}\"\n",
+        origin.url()
+    );
+    let proxy = Proxy::start(&config).await;
+    (origin, proxy)
+}
+
+/// One GET on an open connection; the status and body.
+async fn get<B>(sender: &mut B, path: &str) -> (StatusCode, Bytes)
+where
+    B: Exchange,
+{
+    let request = Request::get(path)
+        .header("host", "cachet.test")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = tokio::time::timeout(LATE, sender.send(request))
+        .await
+        .expect("the answer came in time")
+        .expect("the request was answered");
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, body)
+}
+
+/// `send_request` of hyper's HTTP/1 and HTTP/2 client connections, under one name.
+trait Exchange {
+    fn send(
+        &mut self,
+        request: Request<Empty<Bytes>>,
+    ) -> impl Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>;
+}
+
+impl Exchange for http1::SendRequest<Empty<Bytes>> {
+    async fn send(
+        &mut self,
+        request: Request<Empty<Bytes>>,
+    ) -> hyper::Result<http::Response<hyper::body::Incoming>> {
+        self.ready().await?;
+        self.send_request(request).await
+    }
+}
+
+impl Exchange for http2::SendRequest<Empty<Bytes>> {
+    async fn send(
+        &mut self,
+        request: Request<Empty<Bytes>>,
+    ) -> hyper::Result<http::Response<hyper::body::Incoming>> {
+        self.ready().await?;
+        self.send_request(request).await
+    }
+}
+
+/// Waits for a client connection's task to end (the proxy closed it); how long that took.
+async fn closed_after(connection: JoinHandle<()>, since: Instant) -> Duration {
+    tokio::time::timeout(IDLE + LATE, connection)
+        .await
+        .expect("the proxy closed the connection")
+        .expect("connection task");
+    since.elapsed()
+}
+
+/// Reads until the proxy ends the connection; how long after `since` that was.
+async fn eof_after(stream: &mut TcpStream, since: Instant) -> (Duration, Vec<u8>) {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(IDLE + LATE, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the proxy closed the connection");
+    (since.elapsed(), bytes)
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_outlives_the_header_read_timeout_until_idle_timeout() {
+    let (_origin, proxy) = start().await;
+    let stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    assert_eq!(get(&mut sender, "/a").await.0, StatusCode::OK);
+
+    tokio::time::sleep(HEADER_READ * 3).await;
+    let (status, body) = get(&mut sender, "/a").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the keep-alive connection was cut early"
+    );
+    assert_eq!(body, "hello");
+
+    let answered = Instant::now();
+    let open_for = closed_after(connection, answered).await;
+    assert!(
+        open_for >= IDLE - Duration::from_millis(100),
+        "closed {open_for:?} after the last answer, before idle_timeout ({IDLE:?})"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_outlives_the_header_read_timeout_until_idle_timeout() {
+    let (_origin, proxy) = start().await;
+    let stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    let (mut sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .expect("h2c handshake");
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    assert_eq!(get(&mut sender, "/h2").await.0, StatusCode::OK);
+
+    tokio::time::sleep(HEADER_READ * 3).await;
+    assert_eq!(
+        get(&mut sender, "/h2").await.0,
+        StatusCode::OK,
+        "the HTTP/2 connection was cut early"
+    );
+
+    let answered = Instant::now();
+    let open_for = closed_after(connection, answered).await;
+    assert!(
+        open_for >= IDLE - Duration::from_millis(100),
+        "closed {open_for:?} after the last answer, before idle_timeout ({IDLE:?})"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_at_the_header_read_timeout() {
+    let (origin, proxy) = start().await;
+    let opened = Instant::now();
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    let (open_for, bytes) = eof_after(&mut stream, opened).await;
+    assert!(bytes.is_empty(), "{:?}", String::from_utf8_lossy(&bytes));
+    assert!(
+        open_for >= HEADER_READ && open_for < IDLE,
+        "open for {open_for:?}"
+    );
+    assert_eq!(origin.hits(), 0);
+}
+
+/// A slowloris client: the head comes one header line every 50 ms, which never lets the
+/// connection sit idle, yet the head as a whole is late.
+#[tokio::test]
+async fn a_head_trickled_line_by_line_is_cut_off_at_the_header_read_timeout() {
+    let (origin, proxy) = start().await;
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    let started = Instant::now();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nhost: cachet.test\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 1024];
+    let mut lines = 0;
+    let open_for = loop {
+        match tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break started.elapsed(),
+            Ok(Ok(n)) => panic!(
+                "an answer to an unfinished head: {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(_) => {}
+        }
+        assert!(
+            started.elapsed() < IDLE + LATE,
+            "the slow head was never cut off"
+        );
+        lines += 1;
+        if stream
+            .write_all(format!("x-line-{lines}: 1\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            break started.elapsed();
+        }
+    };
+    assert!(
+        open_for >= HEADER_READ && open_for < IDLE,
+        "open for {open_for:?} ({lines} lines sent)"
+    );
+    assert_eq!(origin.hits(), 0, "an unfinished head reached the origin");
+}
+
+#[tokio::test]
+async fn a_partial_head_after_a_keep_alive_request_gets_the_header_read_timeout() {
+    let (origin, proxy) = start().await;
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    stream
+        .write_all(b"GET /first HTTP/1.1\r\nhost: cachet.test\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.ends_with(b"hello") {
+        let n = tokio::time::timeout(LATE, stream.read(&mut buf))
+            .await
+            .expect("the first answer came in time")
+            .expect("read");
+        assert!(n > 0, "closed before the first answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+
+    stream
+        .write_all(b"GET /second HTTP/1.1\r\nhost: cach")
+        .await
+        .expect("write");
+    let sent = Instant::now();
+    let (open_for, bytes) = eof_after(&mut stream, sent).await;
+    assert!(bytes.is_empty(), "{:?}", String::from_utf8_lossy(&bytes));
+    assert!(
+        open_for >= HEADER_READ - Duration::from_millis(50) && open_for < IDLE,
+        "open for {open_for:?} after the partial head"
+    );
+    assert_eq!(
+        origin.hits(),
+        1,
+        "only the first request reached the origin"
+    );
+}
+
+/// A request in flight is bounded by the route's timeouts, not by the header timeout: an
+/// origin slower than `header_read_timeout` still gets its answer through.
+#[tokio::test]
+async fn a_slow_answer_is_not_cut_by_the_header_read_timeout() {
+    let origin = Origin::fixed(
+        Reply::ok("slow")
+            .cache_control("max-age=60")
+            .delay(HEADER_READ * 2),
+    )
+    .await;
+    let server = SERVER.replace(
+        "drain_timeout = \"2s\"\n",
+        &format!(
+            "drain_timeout = \"2s\"\nheader_read_timeout = \"{}ms\"\n",
+            HEADER_READ.as_millis()
+        ),
+    );
+    let proxy = Proxy::start(&format!(
+        "{server}\n[[routes]]\nname = \"test\"\npath_prefix = \"/\"\nupstream = \"{}\"\n",
+        origin.url()
+    ))
+    .await;
+    let stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    let (status, body) = get(&mut sender, "/slow").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "slow");
+}
