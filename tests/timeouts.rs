@@ -3,7 +3,8 @@
 //! request); `idle_timeout` closes a keep-alive connection after that long without a request,
 //! however short the header timeout. The two are far apart here (300 ms and 1.5 s), so that
 //! which one closed a connection shows in how long it stayed open. Time passing is the
-//! behaviour under test, so these tests wait on the clock.
+//! behaviour under test, so these tests wait on the clock. A client that stops reading is
+//! dropped once a write to it has been blocked for `idle_timeout`.
 
 mod support;
 
@@ -303,4 +304,96 @@ async fn a_slow_answer_is_not_cut_by_the_header_read_timeout() {
     let (status, body) = get(&mut sender, "/slow").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "slow");
+}
+
+/// A body large enough to fill the socket buffers of both ends on loopback many times over.
+const BIG: usize = 32 << 20;
+
+async fn start_big() -> (Origin, Proxy) {
+    let origin =
+        Origin::fixed(Reply::ok(support::origin::pattern(BIG)).cache_control("no-store")).await;
+    let server = SERVER.replace(
+        "drain_timeout = \"2s\"\n",
+        &format!(
+            "drain_timeout = \"2s\"\nidle_timeout = \"{}ms\"\n",
+            IDLE.as_millis()
+        ),
+    );
+    let proxy = Proxy::start(&format!(
+        "{server}\n[[routes]]\nname = \"test\"\npath_prefix = \"/\"\nupstream = \"{}\"\ntimeout = \"60s\"\n",
+        origin.url()
+    ))
+    .await;
+    (origin, proxy)
+}
+
+/// GETs the big body and reads the answer until the connection ends, pausing `pause` after
+/// each read (`None`: one pause of `IDLE` + 1 s after the first read); the bytes that came,
+/// head included.
+async fn read_big(proxy: &Proxy, pause: Option<Duration>) -> usize {
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    stream
+        .write_all(b"GET /big HTTP/1.1\r\nhost: cachet.test\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    let started = Instant::now();
+    let first = tokio::time::timeout(LATE, stream.read(&mut buf))
+        .await
+        .expect("the answer started")
+        .expect("read");
+    total += first;
+    if pause.is_none() {
+        tokio::time::sleep(IDLE + Duration::from_secs(1)).await;
+    }
+    loop {
+        let read = tokio::time::timeout(LATE, stream.read(&mut buf))
+            .await
+            .expect("the connection neither moved nor ended");
+        match read {
+            Ok(0) | Err(_) => return total,
+            Ok(n) => total += n,
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the read took too long"
+        );
+        if let Some(pause) = pause {
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+/// A client that stops reading a response is dropped once a write has been blocked for
+/// `idle_timeout`, long before the route's 60 s timeout: its connection and the response
+/// buffered for it are not held.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_after_idle_timeout() {
+    let (_origin, proxy) = start_big().await;
+    let received = read_big(&proxy, None).await;
+    assert!(
+        received < BIG,
+        "the whole body ({received} bytes) came to a client that stopped reading"
+    );
+}
+
+/// A slow reader that keeps reading is not a stalled one, however long the body takes: its
+/// writes keep going through, and the body in flight keeps the connection from counting as
+/// idle.
+#[tokio::test]
+async fn a_slow_reader_that_keeps_reading_gets_the_whole_body() {
+    let (_origin, proxy) = start_big().await;
+    let started = Instant::now();
+    let received = read_big(&proxy, Some(Duration::from_millis(100))).await;
+    assert!(
+        received > BIG,
+        "the body was cut at {received} bytes after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() > IDLE,
+        "the reader was not slower than idle_timeout ({:?}); the test proves nothing",
+        started.elapsed()
+    );
 }

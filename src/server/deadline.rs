@@ -1,25 +1,24 @@
-//! A connection's two timeouts, kept by one timer per connection instead of hyper's per-request
+//! A connection's timeouts, kept by one timer per connection instead of hyper's per-request
 //! header timer: `header_read_timeout` bounds how long a request head may take to arrive once
-//! its first byte has (and, for the connection's first request, from accept), `idle_timeout`
-//! how long a keep-alive connection may wait between requests. [`Watched`] wraps the socket
-//! so that the first byte of a new request head is seen; the request counters come from the
-//! service wrapper. Nothing here arms or cancels a timer per request: the connection's timer
-//! wakes at the earliest deadline, asks [`Activity::timeout`] and re-arms.
+//! its first byte has (and, for the connection's first request, from accept); `idle_timeout`
+//! how long a keep-alive connection may wait between requests, and how long a write to a
+//! client that reads nothing may stay blocked. `tracking` reports what happens on the
+//! connection to its [`Activity`]. Nothing here arms or cancels a timer per request: the
+//! connection's [`Deadline`] wakes at the earliest deadline, asks [`Activity::timeout`] and
+//! re-arms, and is pulled closer only when a deadline begins that is nearer than the armed one.
 
-use std::io;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::Version;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
-/// `Activity::head_since` when no request head is on its way.
-const NO_HEAD: u64 = u64::MAX;
+/// `Activity::head_since` and `Activity::write_blocked_since` when not set.
+const UNSET: u64 = u64::MAX;
 
 /// What the connection's timer should do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +30,8 @@ pub(super) enum Timeout {
     /// A request head did not arrive within `header_read_timeout`: drop the connection, there
     /// is nothing to finish.
     HeadRead,
+    /// A write has been blocked for `idle_timeout`: the client reads nothing; drop it.
+    WriteStalled,
 }
 
 /// What the timer of one connection needs to know. Times are nanoseconds after `opened`, in
@@ -40,11 +41,16 @@ pub(super) struct Activity {
     opened: Instant,
     header_read_timeout: Duration,
     idle_timeout: Duration,
+    /// Requests from their parsed head to the end of their response body.
     in_flight: AtomicUsize,
-    /// When the last request's response was handed to hyper.
+    /// When the last response body was finished.
     last_done: AtomicU64,
-    /// When the first byte of a request head not yet parsed arrived, or [`NO_HEAD`].
+    /// When the first byte of a request head not yet parsed arrived, or [`UNSET`].
     head_since: AtomicU64,
+    /// Since when a write has found the socket's buffer full, or [`UNSET`].
+    write_blocked_since: AtomicU64,
+    /// Set when a deadline may have come closer than the one the timer is armed for.
+    rearm: AtomicBool,
     /// Set by the first HTTP/2 request: bytes between HTTP/2 requests are frames such as
     /// pings and window updates, not the start of a request head.
     http2: AtomicBool,
@@ -61,6 +67,8 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             last_done: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
+            write_blocked_since: AtomicU64::new(UNSET),
+            rearm: AtomicBool::new(false),
             http2: AtomicBool::new(false),
         }
     }
@@ -70,118 +78,130 @@ impl Activity {
         self.opened + self.header_read_timeout
     }
 
-    /// A parsed request enters the service.
+    /// A parsed request enters the service (see [`InFlight`]).
     pub(super) fn request_started(&self, version: Version) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.head_since.store(NO_HEAD, Ordering::Release);
+        self.head_since.store(UNSET, Ordering::Release);
         if version == Version::HTTP_2 {
             self.http2.store(true, Ordering::Relaxed);
         }
     }
 
-    /// The service answered a request.
+    /// A request's response body is finished, or the request was abandoned.
     pub(super) fn request_done(&self) {
         self.last_done
             .store(self.since_opened(Instant::now()), Ordering::Release);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        // An idle timeout shorter than the header timeout comes before the armed deadline.
+        self.rearm.store(true, Ordering::Release);
     }
 
     /// Bytes came in. Between HTTP/1 requests, they are the start of the next request head.
     /// A head pipelined behind a request in flight is not seen here; it is bounded by
     /// `idle_timeout` instead.
-    fn bytes_read(&self) {
-        if self.head_since.load(Ordering::Acquire) == NO_HEAD
+    pub(super) fn bytes_read(&self) {
+        if self.head_since.load(Ordering::Acquire) == UNSET
             && self.in_flight.load(Ordering::Acquire) == 0
             && !self.http2.load(Ordering::Relaxed)
         {
             self.head_since
                 .store(self.since_opened(Instant::now()), Ordering::Release);
+            self.rearm.store(true, Ordering::Release);
+        }
+    }
+
+    /// A write found the socket's buffer full (`blocked`), or wrote something.
+    pub(super) fn write_blocked(&self, blocked: bool) {
+        let since = self.write_blocked_since.load(Ordering::Acquire);
+        if blocked && since == UNSET {
+            self.write_blocked_since
+                .store(self.since_opened(Instant::now()), Ordering::Release);
+            self.rearm.store(true, Ordering::Release);
+        } else if !blocked && since != UNSET {
+            self.write_blocked_since.store(UNSET, Ordering::Release);
         }
     }
 
     /// Whether a timeout has passed at `now`, and if not, when to look again.
     pub(super) fn timeout(&self, now: Instant) -> Timeout {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            // Requests in flight are bounded by the route timeouts, not by these.
-            return Timeout::At(now + self.idle_timeout);
+        let blocked = self.write_blocked_since.load(Ordering::Acquire);
+        let stall_deadline = (blocked != UNSET).then(|| self.at(blocked) + self.idle_timeout);
+        if stall_deadline.is_some_and(|deadline| now >= deadline) {
+            return Timeout::WriteStalled;
         }
-        let head_since = self.head_since.load(Ordering::Acquire);
-        let (since, limit, expired) = if head_since == NO_HEAD {
-            let done = self.last_done.load(Ordering::Acquire);
-            (done, self.idle_timeout, Timeout::Idle)
+        let next = if self.in_flight.load(Ordering::Acquire) > 0 {
+            // Requests in flight are bounded by the route timeouts and the write stall bound.
+            now + self.idle_timeout
         } else {
-            (head_since, self.header_read_timeout, Timeout::HeadRead)
+            let head_since = self.head_since.load(Ordering::Acquire);
+            let (since, limit, expired) = if head_since == UNSET {
+                let done = self.last_done.load(Ordering::Acquire);
+                (done, self.idle_timeout, Timeout::Idle)
+            } else {
+                (head_since, self.header_read_timeout, Timeout::HeadRead)
+            };
+            let deadline = self.at(since) + limit;
+            if now >= deadline {
+                return expired;
+            }
+            deadline
         };
-        let deadline = self.opened + Duration::from_nanos(since) + limit;
-        if now >= deadline {
-            expired
-        } else {
-            Timeout::At(deadline)
-        }
+        Timeout::At(stall_deadline.map_or(next, |stall| stall.min(next)))
+    }
+
+    fn at(&self, since_opened: u64) -> Instant {
+        self.opened + Duration::from_nanos(since_opened)
     }
 
     fn since_opened(&self, now: Instant) -> u64 {
         // Saturates after 584 years of one connection.
-        u64::try_from(now.saturating_duration_since(self.opened).as_nanos()).unwrap_or(NO_HEAD - 1)
+        u64::try_from(now.saturating_duration_since(self.opened).as_nanos()).unwrap_or(UNSET - 1)
     }
 }
 
-/// The client's socket, telling the connection's [`Activity`] when bytes arrive.
+/// The connection's timer as a future: resolves with the timeout that has passed. It must be
+/// polled after the connection in each pass (`select!` with `biased;`), so that a deadline the
+/// connection's poll brought closer (a head begun, a write blocked) is armed at once.
 #[derive(Debug)]
-pub(super) struct Watched {
-    stream: TcpStream,
+pub(super) struct Deadline {
+    sleep: Pin<Box<Sleep>>,
     activity: Arc<Activity>,
 }
 
-impl Watched {
-    pub(super) fn new(stream: TcpStream, activity: Arc<Activity>) -> Self {
-        Self { stream, activity }
-    }
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.bytes_read();
+impl Deadline {
+    pub(super) fn new(activity: Arc<Activity>) -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep_until(activity.first_deadline())),
+            activity,
         }
-        read
+    }
+
+    /// Wake at `at` whatever the activity says (the grace of a connection told to close).
+    pub(super) fn wake_at(&mut self, at: Instant) {
+        self.sleep.as_mut().reset(at);
     }
 }
 
-impl AsyncWrite for Watched {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
+impl Future for Deadline {
+    type Output = Timeout;
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Timeout> {
+        let this = self.get_mut();
+        if this.activity.rearm.load(Ordering::Acquire) {
+            this.activity.rearm.store(false, Ordering::Release);
+            match this.activity.timeout(Instant::now()) {
+                Timeout::At(at) if at < this.sleep.deadline() => this.sleep.as_mut().reset(at),
+                Timeout::At(_) => {}
+                expired => return Poll::Ready(expired),
+            }
+        }
+        loop {
+            ready!(this.sleep.as_mut().poll(cx));
+            match this.activity.timeout(Instant::now()) {
+                Timeout::At(at) => this.sleep.as_mut().reset(at),
+                expired => return Poll::Ready(expired),
+            }
+        }
     }
 }
 
@@ -254,11 +274,72 @@ mod tests {
     }
 
     #[test]
-    fn bytes_read_while_a_request_is_in_flight_are_its_body() {
+    pub(super) fn bytes_read_while_a_request_is_in_flight_are_its_body() {
         let (activity, opened) = activity();
         activity.request_started(Version::HTTP_11);
         activity.bytes_read();
         activity.request_done();
         assert!(matches!(activity.timeout(opened + HEAD), Timeout::At(_)));
+    }
+
+    use super::super::tracking::{InFlight, Tracked};
+    use http_body::Body;
+
+    #[test]
+    fn a_write_blocked_for_the_idle_timeout_stalls_even_with_a_request_in_flight() {
+        let (activity, opened) = activity();
+        let activity = Arc::new(activity);
+        let in_flight = InFlight::start(&activity, Version::HTTP_11);
+        activity.write_blocked(true);
+        let Timeout::At(deadline) = activity.timeout(opened + HEAD) else {
+            panic!("nothing has expired yet");
+        };
+        assert!(deadline >= opened + IDLE && deadline < opened + HEAD + IDLE);
+        // Blocking again does not move the start; a write that goes through clears it.
+        activity.write_blocked(true);
+        assert_eq!(activity.timeout(deadline), Timeout::WriteStalled);
+        activity.write_blocked(false);
+        assert!(matches!(activity.timeout(deadline), Timeout::At(_)));
+        drop(in_flight);
+    }
+
+    #[test]
+    fn a_response_body_keeps_its_request_in_flight_until_it_is_dropped() {
+        let (activity, opened) = activity();
+        let activity = Arc::new(activity);
+        let body = Tracked::new(
+            http_body_util::Empty::<bytes::Bytes>::new(),
+            InFlight::start(&activity, Version::HTTP_11),
+        );
+        assert!(body.is_end_stream());
+        assert!(
+            matches!(activity.timeout(opened + IDLE * 2), Timeout::At(_)),
+            "a body still with hyper is not idle time"
+        );
+        drop(body);
+        assert_eq!(activity.in_flight.load(Ordering::Acquire), 0);
+        // Abandoned before any response (an HTTP/2 stream reset): the guard still counts down.
+        drop(InFlight::start(&activity, Version::HTTP_2));
+        assert_eq!(activity.timeout(opened + IDLE * 2), Timeout::Idle);
+    }
+
+    /// The timer armed for a far deadline is pulled in when a nearer one begins: a head begun
+    /// on a connection idle under a 60 s idle timeout is cut at 10 s, not at 60.
+    #[tokio::test(start_paused = true)]
+    async fn a_head_begun_while_idle_pulls_the_timer_in() {
+        let opened = Instant::now();
+        let activity = Arc::new(Activity::new(opened, HEAD, IDLE));
+        let mut deadline = Deadline::new(Arc::clone(&activity));
+        drop(InFlight::start(&activity, Version::HTTP_11));
+        // Armed for the idle timeout once the first deadline passes with nothing begun.
+        tokio::time::advance(HEAD).await;
+        let pending = tokio::time::timeout(HEAD, &mut deadline).await;
+        assert!(pending.is_err(), "nothing has expired: {pending:?}");
+        activity.bytes_read();
+        let started = Instant::now();
+        let expired = (&mut deadline).await;
+        assert_eq!(expired, Timeout::HeadRead);
+        assert_eq!(Instant::now() - started, HEAD);
+        assert!(Instant::now() < opened + IDLE);
     }
 }

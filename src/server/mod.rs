@@ -6,6 +6,7 @@
 //! the request path without a per-request extension (three allocations per request).
 
 mod deadline;
+mod tracking;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -24,7 +25,8 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::config::ServerConfig;
-use deadline::{Activity, Timeout, Watched};
+use deadline::{Activity, Deadline, Timeout};
+use tracking::{InFlight, Tracked, Watched};
 
 /// Connection-level limits, from `[server]`.
 #[derive(Debug, Clone, Copy)]
@@ -78,7 +80,7 @@ where
         + Send
         + 'static,
     S::Future: Send + 'static,
-    B: http_body::Body + Send + 'static,
+    B: http_body::Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -171,7 +173,7 @@ async fn connection<S, B>(
         + Send
         + 'static,
     S::Future: Send + 'static,
-    B: http_body::Body + Send + 'static,
+    B: http_body::Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -183,20 +185,17 @@ async fn connection<S, B>(
     ));
     let tracked = Arc::clone(&activity);
     let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        tracked.request_started(request.version());
-        let tracked = Arc::clone(&tracked);
+        let in_flight = InFlight::start(&tracked, request.version());
         let call = service.clone().oneshot(request);
         async move {
-            let response = call.await;
-            tracked.request_done();
-            response
+            let response = call.await?;
+            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
         }
     });
     let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
     let conn = builder.serve_connection(io, hyper_service);
     tokio::pin!(conn);
-    let timer = tokio::time::sleep_until(activity.first_deadline());
-    tokio::pin!(timer);
+    let mut deadline = Deadline::new(Arc::clone(&activity));
     let mut closing = false;
     if *stop.borrow() {
         closing = true;
@@ -204,6 +203,8 @@ async fn connection<S, B>(
     }
     loop {
         tokio::select! {
+            // The connection first: a deadline its poll begins is armed in the same pass.
+            biased;
             result = conn.as_mut() => {
                 if let Err(error) = result {
                     tracing::debug!(%peer, %error, "connection ended with an error");
@@ -217,17 +218,21 @@ async fn connection<S, B>(
                     conn.as_mut().graceful_shutdown();
                 }
             }
-            () = &mut timer => match activity.timeout(Instant::now()) {
-                Timeout::At(deadline) => timer.as_mut().reset(deadline),
+            timeout = &mut deadline => match timeout {
+                Timeout::At(_) => {} // a `Deadline` resolves only once something expired
                 Timeout::HeadRead => {
                     tracing::debug!(%peer, "no request head within header_read_timeout; closing");
+                    return;
+                }
+                Timeout::WriteStalled => {
+                    tracing::debug!(%peer, "the client read nothing for idle_timeout; closing");
                     return;
                 }
                 Timeout::Idle if closing => return,
                 Timeout::Idle => {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
-                    timer.as_mut().reset(Instant::now() + CLOSE_GRACE);
+                    deadline.wake_at(Instant::now() + CLOSE_GRACE);
                 }
             },
         }
