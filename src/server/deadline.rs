@@ -78,7 +78,7 @@ impl Activity {
         self.opened + self.header_read_timeout
     }
 
-    /// A parsed request enters the service (see [`InFlight`]).
+    /// A parsed request enters the service (see `tracking::InFlight`).
     pub(super) fn request_started(&self, version: Version) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_since.store(UNSET, Ordering::Release);
