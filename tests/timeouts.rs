@@ -1,7 +1,7 @@
 //! The connection timeouts of `[server]`: `header_read_timeout` cuts off a client that is slow
 //! to send a request head (slowloris), from its first byte (or from accept, for the first
 //! request); `idle_timeout` closes a keep-alive connection after that long without a request,
-//! however short the header timeout. The two are far apart here (300 ms and 1.5 s), so that
+//! however short the header timeout. The two are far apart here (300 ms and 2.5 s), so that
 //! which one closed a connection shows in how long it stayed open. Time passing is the
 //! behaviour under test, so these tests wait on the clock. A client that stops reading is
 //! dropped once a write to it has been blocked for `idle_timeout`.
@@ -24,7 +24,7 @@ use support::proxy::SERVER;
 use support::{Origin, Proxy, Reply};
 
 const HEADER_READ: Duration = Duration::from_millis(300);
-const IDLE: Duration = Duration::from_millis(1500);
+const IDLE: Duration = Duration::from_millis(2500);
 /// Timers fire a little late, more so on a loaded machine; never early.
 const LATE: Duration = Duration::from_secs(5);
 
