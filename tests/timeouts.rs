@@ -28,22 +28,29 @@ const IDLE: Duration = Duration::from_millis(2500);
 /// Timers fire a little late, more so on a loaded machine; never early.
 const LATE: Duration = Duration::from_secs(5);
 
+/// Cachet in front of `origin` with `server` lines added to `[server]` and `route` lines to
+/// its one route.
+async fn proxy(origin: &Origin, server: &str, route: &str) -> Proxy {
+    let with = SERVER.replace(
+        "drain_timeout = \"2s\"\n",
+        &format!("drain_timeout = \"2s\"\n{server}"),
+    );
+    assert_ne!(with, SERVER, "the [server] section changed shape");
+    Proxy::start(&format!(
+        "{with}\n[[routes]]\nname = \"test\"\npath_prefix = \"/\"\nupstream = \"{}\"\n{route}",
+        origin.url()
+    ))
+    .await
+}
+
 async fn start() -> (Origin, Proxy) {
     let origin = Origin::fixed(Reply::ok("hello").cache_control("max-age=60")).await;
-    let server = SERVER.replace(
-        "drain_timeout = \"2s\"\n",
-        &format!(
-            "drain_timeout = \"2s\"\nheader_read_timeout = \"{}ms\"\nidle_timeout = \"{}ms\"\n",
-            HEADER_READ.as_millis(),
-            IDLE.as_millis()
-        ),
+    let server = format!(
+        "header_read_timeout = \"{}ms\"\nidle_timeout = \"{}ms\"\n",
+        HEADER_READ.as_millis(),
+        IDLE.as_millis()
     );
-    assert_ne!(server, SERVER, "the [server] section changed shape");
-    let config = format!(
-        "{server}\n[[routes]]\nname = \"test\"\npath_prefix = \"/\"\nupstream = \"{}\"\n",
-        origin.url()
-    );
-    let proxy = Proxy::start(&config).await;
+    let proxy = proxy(&origin, &server, "").await;
     (origin, proxy)
 }
 
@@ -284,18 +291,8 @@ async fn a_slow_answer_is_not_cut_by_the_header_read_timeout() {
             .delay(HEADER_READ * 2),
     )
     .await;
-    let server = SERVER.replace(
-        "drain_timeout = \"2s\"\n",
-        &format!(
-            "drain_timeout = \"2s\"\nheader_read_timeout = \"{}ms\"\n",
-            HEADER_READ.as_millis()
-        ),
-    );
-    let proxy = Proxy::start(&format!(
-        "{server}\n[[routes]]\nname = \"test\"\npath_prefix = \"/\"\nupstream = \"{}\"\n",
-        origin.url()
-    ))
-    .await;
+    let server = format!("header_read_timeout = \"{}ms\"\n", HEADER_READ.as_millis());
+    let proxy = proxy(&origin, &server, "").await;
     let stream = TcpStream::connect(proxy.addr).await.expect("connect");
     let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
         .await
@@ -312,18 +309,8 @@ const BIG: usize = 32 << 20;
 async fn start_big() -> (Origin, Proxy) {
     let origin =
         Origin::fixed(Reply::ok(support::origin::pattern(BIG)).cache_control("no-store")).await;
-    let server = SERVER.replace(
-        "drain_timeout = \"2s\"\n",
-        &format!(
-            "drain_timeout = \"2s\"\nidle_timeout = \"{}ms\"\n",
-            IDLE.as_millis()
-        ),
-    );
-    let proxy = Proxy::start(&format!(
-        "{server}\n[[routes]]\nname = \"test\"\npath_prefix = \"/\"\nupstream = \"{}\"\ntimeout = \"60s\"\n",
-        origin.url()
-    ))
-    .await;
+    let server = format!("idle_timeout = \"{}ms\"\n", IDLE.as_millis());
+    let proxy = proxy(&origin, &server, "timeout = \"60s\"\n").await;
     (origin, proxy)
 }
 
