@@ -114,6 +114,17 @@ async fn closed_after(connection: JoinHandle<()>, since: Instant) -> Duration {
     since.elapsed()
 }
 
+/// Waits for the proxy to close a client connection just answered; fails if that came before
+/// `idle_timeout`.
+async fn closed_at_idle_timeout(connection: JoinHandle<()>) {
+    let answered = Instant::now();
+    let open_for = closed_after(connection, answered).await;
+    assert!(
+        open_for >= IDLE - Duration::from_millis(100),
+        "closed {open_for:?} after the last answer, before idle_timeout ({IDLE:?})"
+    );
+}
+
 /// Reads until the proxy ends the connection; how long after `since` that was.
 async fn eof_after(stream: &mut TcpStream, since: Instant) -> (Duration, Vec<u8>) {
     let mut bytes = Vec::new();
@@ -152,12 +163,7 @@ async fn an_idle_keep_alive_connection_outlives_the_header_read_timeout_until_id
     );
     assert_eq!(body, "hello");
 
-    let answered = Instant::now();
-    let open_for = closed_after(connection, answered).await;
-    assert!(
-        open_for >= IDLE - Duration::from_millis(100),
-        "closed {open_for:?} after the last answer, before idle_timeout ({IDLE:?})"
-    );
+    closed_at_idle_timeout(connection).await;
 }
 
 #[tokio::test]
@@ -179,12 +185,7 @@ async fn an_idle_http2_connection_outlives_the_header_read_timeout_until_idle_ti
         "the HTTP/2 connection was cut early"
     );
 
-    let answered = Instant::now();
-    let open_for = closed_after(connection, answered).await;
-    assert!(
-        open_for >= IDLE - Duration::from_millis(100),
-        "closed {open_for:?} after the last answer, before idle_timeout ({IDLE:?})"
-    );
+    closed_at_idle_timeout(connection).await;
 }
 
 #[tokio::test]
