@@ -16,12 +16,14 @@
 # warm-up of the 500 connections before each burst is left out.
 #
 # Set-up as in run.sh: origin and load on CPU 0, Cachet on CPU 1 with worker_threads = 1,
-# loopback only, everything in a temporary directory removed at the end. Needs perf
-# (linux-perf, installed with apt when missing) and inferno (cargo install inferno when
-# missing); the build goes to target/profile so the normal release build is not disturbed.
+# loopback only, everything in a temporary directory removed at the end (the helpers of
+# chaos/lib.sh). Needs perf (linux-perf, installed with apt when missing) and inferno (cargo
+# install inferno when missing); the build goes to target/profile so the normal release build
+# is not disturbed.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=chaos/lib.sh
+. "$(dirname "$0")/chaos/lib.sh"
 SCENARIO=${1:-}
 case "$SCENARIO" in hot | miss | swr) ;; *)
   echo "usage: $0 hot|miss|swr" >&2
@@ -34,18 +36,7 @@ FREQ=${FREQ:-5000}
 OUT=${OUT:-$ROOT/load-tests/results/$(date -u +%Y-%m-%d)-profile}
 FOLDED=${FOLDED:-0}
 
-log() { printf '==> %s\n' "$*" >&2; }
-
-need_apt=()
-command -v perf >/dev/null 2>&1 || need_apt+=(linux-perf)
-command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  log "installing ${need_apt[*]}"
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
-fi
+need_packages perf:linux-perf wrk:wrk
 if ! command -v inferno-flamegraph >/dev/null 2>&1; then
   log "installing inferno (cargo install)"
   cargo install --locked --quiet inferno
@@ -61,45 +52,22 @@ CACHET="$ROOT/target/profile/release/cachet"
 ORIGIN_BIN="$ROOT/target/load-tests/release/origin"
 BURST_BIN="$ROOT/target/load-tests/release/burst"
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/cachet-profile.XXXXXX")
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ "${KEEP_TMP:-0}" = 1 ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# shellcheck source=ports.sh
-. "$ROOT/load-tests/ports.sh"
+make_tmp profile
+setup_pinning
 
 # start NAME PORT CMD...: CMD in the background, logged to $TMP/NAME.log, until PORT listens.
 start() {
   local name=$1 port=$2
   shift 2
-  "$@" >"$TMP/$name.log" 2>&1 &
-  LAST_PID=$!
-  PIDS+=("$LAST_PID")
-  for _ in $(seq 200); do
-    if ! kill -0 "$LAST_PID" 2>/dev/null; then
-      cat "$TMP/$name.log" >&2
-      echo "$name exited during start-up" >&2
-      exit 1
-    fi
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  echo "$name did not listen on $port within 10 s" >&2
-  exit 1
+  spawn "$TMP/$name.log" "$@"
+  wait_port "$LAST_PID" "$port" "$name" "$TMP/$name.log"
 }
 
 free_port ORIGIN_PORT
 free_port PORT
 free_port ADMIN_PORT
 ORIGIN="127.0.0.1:$ORIGIN_PORT"
-start origin "$ORIGIN_PORT" taskset -c 0 "$ORIGIN_BIN" --listen "$ORIGIN"
+start origin "$ORIGIN_PORT" "${CLIENT_PIN[@]}" "$ORIGIN_BIN" --listen "$ORIGIN"
 cat >"$TMP/cachet.toml" <<EOF
 [server]
 listen = "127.0.0.1:$PORT"
@@ -122,7 +90,7 @@ path_prefix = "/obj/"
 upstream = "http://$ORIGIN"
 stale_while_revalidate = "30s"
 EOF
-start cachet "$PORT" taskset -c 1 "$CACHET" --config "$TMP/cachet.toml"
+start cachet "$PORT" "${TARGET_PIN[@]}" "$CACHET" --config "$TMP/cachet.toml"
 CACHET_PID=$LAST_PID
 URL="http://127.0.0.1:$PORT"
 
@@ -142,7 +110,7 @@ case "$SCENARIO" in
       path="/obj/miss-{k}?size=1024" mode=unique url="$URL/"
     fi
     log "$SCENARIO: wrk on CPU 0, perf on Cachet for ${RECORD_SECS} s after 2 s of warm-up"
-    LT_PATH="$path" LT_MODE=$mode LT_SALT=$$ taskset -c 0 wrk -t1 -c50 -d"$((RECORD_SECS + 3))s" \
+    LT_PATH="$path" LT_MODE=$mode LT_SALT=$$ "${CLIENT_PIN[@]}" wrk -t1 -c50 -d"$((RECORD_SECS + 3))s" \
       -H "Host: cachet.test" -s "$ROOT/load-tests/wrk/paths.lua" "$url" >"$TMP/wrk.txt" &
     WRK=$!
     sleep 2
@@ -157,7 +125,7 @@ case "$SCENARIO" in
     for run in $(seq "$BURSTS"); do
       record "$TMP/perf-$run.data" 3.5 &
       REC=$!
-      taskset -c 0 "$BURST_BIN" --origin "$ORIGIN" --origin-delay-ms 200 --clients 500 --cpu-pid "$CACHET_PID" \
+      "${CLIENT_PIN[@]}" "$BURST_BIN" --origin "$ORIGIN" --origin-delay-ms 200 --clients 500 --cpu-pid "$CACHET_PID" \
         --target "127.0.0.1:$PORT" --path "/obj/swr-$$-$run?delay_ms=200&max_age=1" \
         --prime --release-after-prime-ms 1500 | grep '^RESULT' >&2
       wait "$REC"

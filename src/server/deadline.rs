@@ -20,11 +20,16 @@ use tokio::time::{Instant, Sleep};
 /// `Activity::head_since` and `Activity::write_blocked_since` when not set.
 const UNSET: u64 = u64::MAX;
 
-/// What the connection's timer should do.
+/// What the connection's timer should do: wake again at an instant, or act on a timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Timeout {
-    /// Nothing has expired; wake again at this instant.
+enum Timeout {
     At(Instant),
+    Expired(Expired),
+}
+
+/// A timeout that has passed: what [`Deadline`] resolves with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Expired {
     /// No request for `idle_timeout`: close, letting HTTP/2 say GOAWAY.
     Idle,
     /// A request head did not arrive within `header_read_timeout`: drop the connection, there
@@ -92,8 +97,11 @@ impl Activity {
         self.last_done
             .store(self.since_opened(Instant::now()), Ordering::Release);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        // An idle timeout shorter than the header timeout comes before the armed deadline.
-        self.rearm.store(true, Ordering::Release);
+        // The timer is armed at most a header timeout or an idle timeout from before now, so
+        // the idle deadline from now can only come first when it is the shorter of the two.
+        if self.idle_timeout < self.header_read_timeout {
+            self.rearm.store(true, Ordering::Release);
+        }
     }
 
     /// Bytes came in. Between HTTP/1 requests, they are the start of the next request head.
@@ -123,11 +131,11 @@ impl Activity {
     }
 
     /// Whether a timeout has passed at `now`, and if not, when to look again.
-    pub(super) fn timeout(&self, now: Instant) -> Timeout {
+    fn timeout(&self, now: Instant) -> Timeout {
         let blocked = self.write_blocked_since.load(Ordering::Acquire);
         let stall_deadline = (blocked != UNSET).then(|| self.at(blocked) + self.idle_timeout);
         if stall_deadline.is_some_and(|deadline| now >= deadline) {
-            return Timeout::WriteStalled;
+            return Timeout::Expired(Expired::WriteStalled);
         }
         let next = if self.in_flight.load(Ordering::Acquire) > 0 {
             // Requests in flight are bounded by the route timeouts and the write stall bound.
@@ -136,13 +144,13 @@ impl Activity {
             let head_since = self.head_since.load(Ordering::Acquire);
             let (since, limit, expired) = if head_since == UNSET {
                 let done = self.last_done.load(Ordering::Acquire);
-                (done, self.idle_timeout, Timeout::Idle)
+                (done, self.idle_timeout, Expired::Idle)
             } else {
-                (head_since, self.header_read_timeout, Timeout::HeadRead)
+                (head_since, self.header_read_timeout, Expired::HeadRead)
             };
             let deadline = self.at(since) + limit;
             if now >= deadline {
-                return expired;
+                return Timeout::Expired(expired);
             }
             deadline
         };
@@ -183,23 +191,23 @@ impl Deadline {
 }
 
 impl Future for Deadline {
-    type Output = Timeout;
+    type Output = Expired;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Timeout> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Expired> {
         let this = self.get_mut();
         if this.activity.rearm.load(Ordering::Acquire) {
             this.activity.rearm.store(false, Ordering::Release);
             match this.activity.timeout(Instant::now()) {
                 Timeout::At(at) if at < this.sleep.deadline() => this.sleep.as_mut().reset(at),
                 Timeout::At(_) => {}
-                expired => return Poll::Ready(expired),
+                Timeout::Expired(expired) => return Poll::Ready(expired),
             }
         }
         loop {
             ready!(this.sleep.as_mut().poll(cx));
             match this.activity.timeout(Instant::now()) {
                 Timeout::At(at) => this.sleep.as_mut().reset(at),
-                expired => return Poll::Ready(expired),
+                Timeout::Expired(expired) => return Poll::Ready(expired),
             }
         }
     }
@@ -207,6 +215,9 @@ impl Future for Deadline {
 
 #[cfg(test)]
 mod tests {
+    use http_body::Body;
+
+    use super::super::tracking::{InFlight, Tracked};
     use super::*;
 
     const HEAD: Duration = Duration::from_secs(10);
@@ -222,7 +233,10 @@ mod tests {
         let (activity, opened) = activity();
         assert_eq!(activity.first_deadline(), opened + HEAD);
         assert_eq!(activity.timeout(opened), Timeout::At(opened + HEAD));
-        assert_eq!(activity.timeout(opened + HEAD), Timeout::HeadRead);
+        assert_eq!(
+            activity.timeout(opened + HEAD),
+            Timeout::Expired(Expired::HeadRead)
+        );
     }
 
     #[test]
@@ -239,7 +253,7 @@ mod tests {
             panic!("an idle keep-alive connection outlives the header read timeout");
         };
         assert!(deadline >= opened + IDLE, "{deadline:?}");
-        assert_eq!(activity.timeout(deadline), Timeout::Idle);
+        assert_eq!(activity.timeout(deadline), Timeout::Expired(Expired::Idle));
     }
 
     #[test]
@@ -255,7 +269,10 @@ mod tests {
         // Later bytes of the same head do not move the deadline (slowloris).
         activity.bytes_read();
         assert_eq!(activity.timeout(opened), Timeout::At(deadline));
-        assert_eq!(activity.timeout(deadline), Timeout::HeadRead);
+        assert_eq!(
+            activity.timeout(deadline),
+            Timeout::Expired(Expired::HeadRead)
+        );
         activity.request_started(Version::HTTP_11);
         activity.request_done();
         assert!(matches!(activity.timeout(deadline), Timeout::At(_)));
@@ -274,16 +291,13 @@ mod tests {
     }
 
     #[test]
-    pub(super) fn bytes_read_while_a_request_is_in_flight_are_its_body() {
+    fn bytes_read_while_a_request_is_in_flight_are_its_body() {
         let (activity, opened) = activity();
         activity.request_started(Version::HTTP_11);
         activity.bytes_read();
         activity.request_done();
         assert!(matches!(activity.timeout(opened + HEAD), Timeout::At(_)));
     }
-
-    use super::super::tracking::{InFlight, Tracked};
-    use http_body::Body;
 
     #[test]
     fn a_write_blocked_for_the_idle_timeout_stalls_even_with_a_request_in_flight() {
@@ -297,7 +311,10 @@ mod tests {
         assert!(deadline >= opened + IDLE && deadline < opened + HEAD + IDLE);
         // Blocking again does not move the start; a write that goes through clears it.
         activity.write_blocked(true);
-        assert_eq!(activity.timeout(deadline), Timeout::WriteStalled);
+        assert_eq!(
+            activity.timeout(deadline),
+            Timeout::Expired(Expired::WriteStalled)
+        );
         activity.write_blocked(false);
         assert!(matches!(activity.timeout(deadline), Timeout::At(_)));
         drop(in_flight);
@@ -320,7 +337,10 @@ mod tests {
         assert_eq!(activity.in_flight.load(Ordering::Acquire), 0);
         // Abandoned before any response (an HTTP/2 stream reset): the guard still counts down.
         drop(InFlight::start(&activity, Version::HTTP_2));
-        assert_eq!(activity.timeout(opened + IDLE * 2), Timeout::Idle);
+        assert_eq!(
+            activity.timeout(opened + IDLE * 2),
+            Timeout::Expired(Expired::Idle)
+        );
     }
 
     /// The timer armed for a far deadline is pulled in when a nearer one begins: a head begun
@@ -338,8 +358,24 @@ mod tests {
         activity.bytes_read();
         let started = Instant::now();
         let expired = (&mut deadline).await;
-        assert_eq!(expired, Timeout::HeadRead);
+        assert_eq!(expired, Expired::HeadRead);
         assert_eq!(Instant::now() - started, HEAD);
         assert!(Instant::now() < opened + IDLE);
+    }
+
+    /// With an idle timeout shorter than the header timeout, the end of a request brings the
+    /// deadline in: the connection closes 10 s after its answer, not at the 60 s first deadline.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_timeout_shorter_than_the_header_timeout_pulls_the_timer_in() {
+        let opened = Instant::now();
+        let activity = Arc::new(Activity::new(opened, IDLE, HEAD));
+        let mut deadline = Deadline::new(Arc::clone(&activity));
+        let in_flight = InFlight::start(&activity, Version::HTTP_11);
+        let pending = tokio::time::timeout(HEAD, &mut deadline).await;
+        assert!(pending.is_err(), "a request in flight: {pending:?}");
+        drop(in_flight);
+        let answered = Instant::now();
+        assert_eq!((&mut deadline).await, Expired::Idle);
+        assert_eq!(Instant::now() - answered, HEAD);
     }
 }

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::config::ServerConfig;
-use deadline::{Activity, Deadline, Timeout};
+use deadline::{Activity, Deadline, Expired};
 use tracking::{InFlight, Tracked, Watched};
 
 /// Connection-level limits, from `[server]`.
@@ -143,7 +143,6 @@ fn builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
         // `deadline` keeps this timeout with one timer per connection; hyper's own arms a
         // timer per request and also cuts keep-alive connections idle for that long.
         .header_read_timeout(None)
@@ -218,18 +217,17 @@ async fn connection<S, B>(
                     conn.as_mut().graceful_shutdown();
                 }
             }
-            timeout = &mut deadline => match timeout {
-                Timeout::At(_) => {} // a `Deadline` resolves only once something expired
-                Timeout::HeadRead => {
+            expired = &mut deadline => match expired {
+                Expired::HeadRead => {
                     tracing::debug!(%peer, "no request head within header_read_timeout; closing");
                     return;
                 }
-                Timeout::WriteStalled => {
+                Expired::WriteStalled => {
                     tracing::debug!(%peer, "the client read nothing for idle_timeout; closing");
                     return;
                 }
-                Timeout::Idle if closing => return,
-                Timeout::Idle => {
+                Expired::Idle if closing => return,
+                Expired::Idle => {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                     deadline.wake_at(Instant::now() + CLOSE_GRACE);
