@@ -4,7 +4,8 @@
 //! however short the header timeout. The two are far apart here (300 ms and 2.5 s), so that
 //! which one closed a connection shows in how long it stayed open. Time passing is the
 //! behaviour under test, so these tests wait on the clock. A client that stops reading is
-//! dropped once a write to it has been blocked for `idle_timeout`.
+//! dropped once a write to it has been blocked for `idle_timeout`. A connection asked to close
+//! ends cleanly after its whole answer.
 
 mod support;
 
@@ -391,4 +392,26 @@ async fn a_slow_reader_that_keeps_reading_gets_the_whole_body() {
         "the reader took less than idle_timeout and a second ({:?}); the test proves nothing",
         started.elapsed()
     );
+}
+
+/// A request with `Connection: close` gets its whole answer, then a clean end of the
+/// connection (a FIN, not a reset) once Cachet closes it (RFC 9112 §9.6); the close waits
+/// behind other ready work and makes no separate `shutdown(2)`, so this is what shows it still
+/// ends properly.
+#[tokio::test]
+async fn a_connection_close_request_gets_the_whole_answer_then_a_clean_end() {
+    let body = support::origin::pattern(1 << 20);
+    let origin = Origin::fixed(Reply::ok(body.clone()).cache_control("max-age=60")).await;
+    let server = format!("idle_timeout = \"{}ms\"\n", IDLE.as_millis());
+    let proxy = proxy(&origin, &server, "").await;
+    for round in ["from the origin", "from the cache"] {
+        let answer = support::raw(proxy.addr, &support::raw_get("/close", "")).await;
+        assert_eq!(answer.status(), Some(200), "{round}");
+        assert!(
+            answer.error.is_none(),
+            "{round}: ended by {:?}",
+            answer.error
+        );
+        assert_eq!(answer.body(), &body[..], "{round}: the body differs");
+    }
 }
