@@ -409,3 +409,69 @@ async fn ignored_query_parameters_do_not_split_the_cache() {
     assert_eq!(origin.hits_for("/ignored"), 2);
     proxy.shutdown().await;
 }
+
+/// A usable entry in memory is answered within the service's `call` itself: the future it
+/// returns is already complete, so the hit path builds no request future (`proxy::flow::begin`).
+/// That holds for a fresh hit, a HEAD, and a stale entry served within stale-while-revalidate
+/// (RFC 5861 §3), whose refresh still reaches the origin; a miss waits for the origin.
+#[tokio::test]
+async fn a_usable_entry_in_memory_is_answered_within_call() {
+    use cachet::clock::ManualClock;
+    use futures_util::future::Either;
+    use std::sync::Arc;
+    use std::time::SystemTime;
+    use tower::Service as _;
+
+    let origin =
+        Origin::numbered(Reply::ok("").cache_control("max-age=60, stale-while-revalidate=60"))
+            .await;
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let config = support::proxy::parse(&one_route(&origin.url(), ""));
+    let mut service = cachet::app::memory_only_service(&config, clock.clone(), 1);
+    let request = |method: http::Method| {
+        http::Request::builder()
+            .method(method)
+            .uri("/answered")
+            .header("host", "test.local")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request")
+    };
+    let mut answer = async |method: http::Method, ready: bool, status: &str, body: &str| {
+        let future = service.call(request(method.clone()));
+        assert_eq!(
+            matches!(future, Either::Left(_)),
+            ready,
+            "{method} expected as {status}: answered within call: {ready}"
+        );
+        let Ok(response) = future.await;
+        let cache_status = response.headers()["cache-status"].to_str().expect("text");
+        assert!(cache_status.starts_with(status), "{cache_status}");
+        let got = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .expect("body")
+            .to_bytes();
+        assert_eq!(got, body, "{method} {status}");
+    };
+
+    answer(http::Method::GET, false, "cachet; fwd=miss", "/answered #1").await;
+    answer(
+        http::Method::GET,
+        true,
+        "cachet; hit; ttl=60",
+        "/answered #1",
+    )
+    .await;
+    answer(http::Method::HEAD, true, "cachet; hit; ttl=60", "").await;
+    clock.advance(Duration::from_secs(90));
+    answer(
+        http::Method::GET,
+        true,
+        "cachet; hit; ttl=-30; detail=stale-while-revalidate",
+        "/answered #1",
+    )
+    .await;
+    // The fill of the miss, then the refresh the stale hit started.
+    assert_eq!(origin.next_request().await.path(), "/answered");
+    assert_eq!(origin.next_request().await.path(), "/answered");
+    assert_eq!(origin.hits(), 2);
+}

@@ -5,10 +5,14 @@
 //! within stale-while-revalidate while one background refresh runs, and stands in for a failing
 //! origin within stale-if-error.
 
+use std::convert::Infallible;
+use std::future::{Future, Ready};
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures_util::future::Either;
 use http::{HeaderMap, Method, Request, Response};
 
 use super::error::ProxyError;
@@ -34,30 +38,98 @@ use crate::tiers::Source;
 /// the leader's own deadline passes first.
 const FOLLOWER_MARGIN: Duration = Duration::from_secs(1);
 
-/// Handles one client request; every failure becomes a response here.
-pub(super) async fn handle(
+/// The future of one request: ready at once when the answer needed no waiting, boxed
+/// otherwise.
+pub type ProxyFuture = Either<
+    Ready<Result<Response<Body>, Infallible>>,
+    Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>,
+>;
+
+/// Starts one client request; every failure becomes a response here. What needs no waiting
+/// (a usable entry in memory, or a request refused before any I/O) is answered here and now:
+/// the hit path never builds the future of the whole request path, several kilobytes that
+/// would be allocated and copied per request. Everything else continues in a boxed future.
+pub(super) fn begin(
     shared: &Arc<Shared>,
     request: Request<Body>,
     peer: Option<IpAddr>,
-) -> Response<Body> {
+) -> ProxyFuture {
     let observed = Observed::begin(shared, &request);
     let mut routed = None;
-    let response = match route_and_serve(shared, request, peer, &mut routed).await {
-        Ok(response) => response,
-        // `into_response` logs it, once.
-        Err(error) => error.into_response(),
+    let answered = |observed: Observed, routed: Option<Arc<Route>>, response: Response<Body>| {
+        observed.finish(shared, routed.as_deref(), &response);
+        Either::Left(std::future::ready(Ok(response)))
     };
-    observed.finish(shared, routed.as_deref(), &response);
-    response
+    let next = match route(shared, request, peer, &mut routed) {
+        Ok(next) => next,
+        // `into_response` logs it, once.
+        Err(error) => return answered(observed, routed, error.into_response()),
+    };
+    match next {
+        Next::Cached(cacheable) => {
+            if let Some(response) = cacheable.memory_answer(shared.clock.now()) {
+                return answered(observed, routed, response);
+            }
+            let shared = Arc::clone(shared);
+            Either::Right(Box::pin(async move {
+                let response = cacheable.answer().await;
+                observed.finish(&shared, routed.as_deref(), &response);
+                Ok(response)
+            }))
+        }
+        Next::Pass(pass) => {
+            let shared = Arc::clone(shared);
+            Either::Right(Box::pin(async move {
+                let response = pass
+                    .run(&shared)
+                    .await
+                    .unwrap_or_else(ProxyError::into_response);
+                observed.finish(&shared, routed.as_deref(), &response);
+                Ok(response)
+            }))
+        }
+    }
 }
 
-/// Sets `routed` once a route is chosen, so that even an error answer is counted on it.
-async fn route_and_serve(
+/// Where a routed request goes.
+enum Next {
+    /// GET and HEAD: through the cache.
+    Cached(Cacheable),
+    /// Every other method: to the origin (`fwd=method`).
+    Pass(Passing),
+}
+
+/// A request passed through to the origin.
+struct Passing {
+    settings: Arc<Settings>,
+    route: Arc<Route>,
+    target: Target,
+    client: ClientInfo,
+    request: Request<Body>,
+}
+
+impl Passing {
+    async fn run(self, shared: &Arc<Shared>) -> Result<Response<Body>, ProxyError> {
+        super::pass::pass(
+            shared,
+            &self.settings,
+            &self.route,
+            &self.target,
+            self.client,
+            self.request,
+        )
+        .await
+    }
+}
+
+/// Checks the request and chooses its route. Sets `routed` once a route is chosen, so that
+/// even an error answer is counted on it.
+fn route(
     shared: &Arc<Shared>,
     request: Request<Body>,
     peer: Option<IpAddr>,
     routed: &mut Option<Arc<Route>>,
-) -> Result<Response<Body>, ProxyError> {
+) -> Result<Next, ProxyError> {
     // One snapshot per request: a reload in flight never mixes two sets of rules in one answer.
     let settings = shared.settings();
     super::guard::check(&request, &settings)?;
@@ -77,19 +149,19 @@ async fn route_and_serve(
         version: request.version(),
     };
     // The access log (`observe`) records every answer; nothing more to log here.
-    if matches!(*request.method(), Method::GET | Method::HEAD) {
-        Ok(cached(
-            shared,
+    Ok(if matches!(*request.method(), Method::GET | Method::HEAD) {
+        Next::Cached(Cacheable::new(
+            shared, settings, route, target, client, request,
+        ))
+    } else {
+        Next::Pass(Passing {
             settings,
-            Arc::clone(&route),
+            route,
             target,
             client,
             request,
-        )
-        .await)
-    } else {
-        super::pass::pass(shared, &settings, &route, &target, client, request).await
-    }
+        })
+    })
 }
 
 /// One cacheable request on its way through lookup and fill.
@@ -116,6 +188,15 @@ struct Found {
     usability: Usability,
 }
 
+/// What a stored entry is to this request.
+enum Usable {
+    Yes(Found),
+    /// Another partition's, or past every use.
+    No,
+    /// Removed by a purge: to be freed.
+    Purged,
+}
+
 /// Why a cacheable request went to the origin: it decides the `Cache-Status` of the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Why {
@@ -129,46 +210,132 @@ enum Why {
     Request,
 }
 
-/// GET and HEAD.
-async fn cached(
-    shared: &Arc<Shared>,
-    settings: Arc<Settings>,
-    route: Arc<Route>,
-    target: Target,
+/// A GET or HEAD once its key is known.
+struct Cacheable {
+    lookup: Lookup,
+    client_headers: HeaderMap,
     client: ClientInfo,
-    request: Request<Body>,
-) -> Response<Body> {
-    let (parts, _body) = request.into_parts();
-    let client_headers = parts.headers;
-    let serve = ServeAs::new(&parts.method, &client_headers);
-    let partition = settings
-        .hasher
-        .partition(&route.key_headers, &client_headers);
-    let primary = CacheKey::build(&route.name, &target, &route.ignore_query_params, &partition);
-    let directives = if route.ignore_client_cache_control {
-        RequestDirectives::default()
-    } else {
-        RequestDirectives::parse(&client_headers)
-    };
-    let mut lookup = Lookup {
-        shared: Arc::clone(shared),
-        settings,
-        route,
-        target,
-        partition,
-        primary,
-        key: primary,
-        serve,
-    };
-    let now = shared.clock.now();
-    let (found, mut why) = lookup.find(now, &client_headers).await;
-    let stale = found.as_ref().map(|f| Arc::clone(&f.entry));
-    // Fill headers are built only when a fill happens: hits stay cheap.
-    let fill = |stale: Option<Arc<Entry>>| {
-        let mut headers = client_headers.clone();
+    directives: RequestDirectives,
+}
+
+impl Cacheable {
+    fn new(
+        shared: &Arc<Shared>,
+        settings: Arc<Settings>,
+        route: Arc<Route>,
+        target: Target,
+        client: ClientInfo,
+        request: Request<Body>,
+    ) -> Self {
+        let (parts, _body) = request.into_parts();
+        let client_headers = parts.headers;
+        let serve = ServeAs::new(&parts.method, &client_headers);
+        let partition = settings
+            .hasher
+            .partition(&route.key_headers, &client_headers);
+        let primary = CacheKey::build(&route.name, &target, &route.ignore_query_params, &partition);
+        let directives = if route.ignore_client_cache_control {
+            RequestDirectives::default()
+        } else {
+            RequestDirectives::parse(&client_headers)
+        };
+        Self {
+            lookup: Lookup {
+                shared: Arc::clone(shared),
+                settings,
+                route,
+                target,
+                partition,
+                primary,
+                key: primary,
+                serve,
+            },
+            client_headers,
+            client,
+            directives,
+        }
+    }
+
+    /// The answer of an entry in memory under the primary key, when the URL does not vary and
+    /// the entry answers without the origin; `None` leaves the request to [`Self::answer`].
+    fn memory_answer(&self, now: SystemTime) -> Option<Response<Body>> {
+        let lookup = &self.lookup;
+        let entry = lookup.shared.tiers.memory_now(&lookup.primary)?;
+        if !entry.meta.vary.is_empty() {
+            return None;
+        }
+        match lookup.usable(entry, Source::Memory, now) {
+            Usable::Yes(found) => self.stored_answer(&found, now, &mut Why::Miss),
+            Usable::No | Usable::Purged => None,
+        }
+    }
+
+    /// The answer a usable entry gives without the origin: fresh, or stale within
+    /// stale-while-revalidate or the client's `max-stale`; spawns the refresh it calls for.
+    /// `None` when the origin must answer, with `why` set when the client's directives
+    /// decided it.
+    fn stored_answer(
+        &self,
+        found: &Found,
+        now: SystemTime,
+        why: &mut Why,
+    ) -> Option<Response<Body>> {
+        let Found {
+            entry,
+            source,
+            usability,
+        } = found;
+        let lookup = &self.lookup;
+        let ttl = ttl_secs(&entry.times, now);
+        match usability {
+            Usability::Fresh => {
+                let age = Duration::from_secs(entry.age(now));
+                if self.directives.accepts_fresh(&entry.times, age, now) {
+                    let beta = lookup.route.early_refresh_beta;
+                    if early_refresh_possible(&entry.times, now, beta)
+                        && refresh_early(&entry.times, now, beta, lookup.shared.sample())
+                    {
+                        refresh::spawn(&lookup.shared, lookup.key, || {
+                            self.fill(Some(Arc::clone(entry)))
+                        });
+                    }
+                    let status = CacheStatus::Hit {
+                        ttl,
+                        shared: *source == Source::Shared,
+                    };
+                    return Some(serve_entry(entry, status, now, &lookup.serve));
+                }
+                *why = Why::Request;
+            }
+            Usability::Stale {
+                within_swr: true, ..
+            } if !self.directives.no_cache => {
+                refresh::spawn(&lookup.shared, lookup.key, || {
+                    self.fill(Some(Arc::clone(entry)))
+                });
+                // A soft-purged entry is stale before its time: never report a positive ttl.
+                let status = CacheStatus::StaleWhileRevalidate { ttl: ttl.min(-1) };
+                return Some(serve_entry(entry, status, now, &lookup.serve));
+            }
+            Usability::Stale { .. } if self.directives.accepts_stale(&entry.times, now) => {
+                let status = CacheStatus::Hit {
+                    ttl,
+                    shared: *source == Source::Shared,
+                };
+                return Some(serve_entry(entry, status, now, &lookup.serve));
+            }
+            Usability::Stale { .. } | Usability::Unusable => {}
+        }
+        None
+    }
+
+    /// The fill of this request, built only when one happens: hits stay cheap.
+    fn fill(&self, stale: Option<Arc<Entry>>) -> Fill {
+        let lookup = &self.lookup;
+        let mut headers = self.client_headers.clone();
         strip_for_fill(&mut headers);
         Fill {
-            shared: Arc::clone(shared),
+            shared: Arc::clone(&lookup.shared),
             settings: Arc::clone(&lookup.settings),
             route: Arc::clone(&lookup.route),
             target: lookup.target.clone(),
@@ -177,117 +344,101 @@ async fn cached(
             key: lookup.key,
             headers: origin_headers(
                 headers,
-                client,
+                self.client,
                 &lookup.settings.limits.trusted_proxies,
                 &lookup.target,
             ),
             stale,
-            no_store: directives.no_store,
+            no_store: self.directives.no_store,
             lease: None,
         }
-    };
+    }
 
-    if let Some(Found {
-        entry,
-        source,
-        usability,
-    }) = &found
-    {
-        let ttl = ttl_secs(&entry.times, now);
-        match usability {
-            Usability::Fresh => {
-                let age = Duration::from_secs(entry.age(now));
-                if directives.accepts_fresh(&entry.times, age, now) {
-                    let beta = lookup.route.early_refresh_beta;
-                    if early_refresh_possible(&entry.times, now, beta)
-                        && refresh_early(&entry.times, now, beta, shared.sample())
-                    {
-                        refresh::spawn(shared, lookup.key, || fill(Some(Arc::clone(entry))));
-                    }
-                    let status = CacheStatus::Hit {
-                        ttl,
-                        shared: *source == Source::Shared,
-                    };
-                    return serve_entry(entry, status, now, &lookup.serve);
-                }
-                why = Why::Request;
+    /// The whole lookup (both tiers, variants) and, when no entry answers, the origin.
+    async fn answer(mut self) -> Response<Body> {
+        let now = self.lookup.shared.clock.now();
+        let (found, mut why) = self.lookup.find(now, &self.client_headers).await;
+        let stale = found.as_ref().map(|f| Arc::clone(&f.entry));
+        if let Some(found) = &found {
+            if let Some(response) = self.stored_answer(found, now, &mut why) {
+                return response;
             }
-            Usability::Stale {
-                within_swr: true, ..
-            } if !directives.no_cache => {
-                refresh::spawn(shared, lookup.key, || fill(Some(Arc::clone(entry))));
-                // A soft-purged entry is stale before its time: never report a positive ttl.
-                let status = CacheStatus::StaleWhileRevalidate { ttl: ttl.min(-1) };
-                return serve_entry(entry, status, now, &lookup.serve);
-            }
-            Usability::Stale { .. } if directives.accepts_stale(&entry.times, now) => {
-                let status = CacheStatus::Hit {
-                    ttl,
-                    shared: *source == Source::Shared,
-                };
-                return serve_entry(entry, status, now, &lookup.serve);
-            }
-            Usability::Stale { .. } | Usability::Unusable => {}
         }
-    }
-    if directives.only_if_cached {
-        // RFC 9111 §5.2.1.7: no stored response satisfies the request.
-        return ProxyError::NotCached.into_response();
-    }
-    if directives.no_store {
-        // Nothing of this exchange may be stored, so it shares no fill either.
-        let answer = run_fill(fill(stale.clone()), None).await;
-        return lookup.respond(answer, stale.as_ref(), Why::Request);
-    }
-    if shared.hit_for_miss.holds(&lookup.key, now) {
-        // Remembered as not storable: straight to the origin, nobody queues behind it, and the
-        // client's own Range and conditionals travel with it since nothing will be stored.
-        let mut passing = fill(None);
-        passing.headers = origin_headers(
-            client_headers.clone(),
-            client,
-            &lookup.settings.limits.trusted_proxies,
-            &lookup.target,
-        );
-        let answer = run_fill(passing, None).await;
-        return lookup.respond(answer, stale.as_ref(), Why::HitForMiss);
-    }
+        if self.directives.only_if_cached {
+            // RFC 9111 §5.2.1.7: no stored response satisfies the request.
+            return ProxyError::NotCached.into_response();
+        }
+        if self.directives.no_store {
+            // Nothing of this exchange may be stored, so it shares no fill either.
+            let answer = run_fill(self.fill(stale.clone()), None).await;
+            return self.lookup.respond(answer, stale.as_ref(), Why::Request);
+        }
+        if self.lookup.shared.hit_for_miss.holds(&self.lookup.key, now) {
+            // Remembered as not storable: straight to the origin, nobody queues behind it, and
+            // the client's own Range and conditionals travel with it since nothing will be
+            // stored.
+            let mut passing = self.fill(None);
+            passing.headers = origin_headers(
+                self.client_headers.clone(),
+                self.client,
+                &self.lookup.settings.limits.trusted_proxies,
+                &self.lookup.target,
+            );
+            let answer = run_fill(passing, None).await;
+            return self.lookup.respond(answer, stale.as_ref(), Why::HitForMiss);
+        }
 
-    let patience = lookup.route.timeout + FOLLOWER_MARGIN;
-    let leader = match shared.coalescer.join(lookup.key) {
-        Flight::Leader(leader) => leader,
-        Flight::Follower(waiter) => match waiter.wait(patience).await {
-            Waited::Done(outcome) => {
-                return lookup
-                    .follow(outcome, stale.as_ref(), &fill, &client_headers)
-                    .await;
-            }
-            Waited::Lead(leader) => {
-                // The previous leader went away; its fill may still have stored the entry.
-                let now = shared.clock.now();
-                let stored = lookup.stored_for(now, &client_headers).await;
-                if let Some(Found {
-                    entry,
-                    usability: Usability::Fresh,
-                    ..
-                }) = stored
-                {
-                    leader.finish(FillOutcome::Stored(Arc::clone(&entry)));
-                    return serve_entry(&entry, CacheStatus::Collapsed, now, &lookup.serve);
+        let patience = self.lookup.route.timeout + FOLLOWER_MARGIN;
+        let leader = match self.lookup.shared.coalescer.join(self.lookup.key) {
+            Flight::Leader(leader) => leader,
+            Flight::Follower(waiter) => match waiter.wait(patience).await {
+                Waited::Done(outcome) => {
+                    return self
+                        .lookup
+                        .follow(
+                            outcome,
+                            stale.as_ref(),
+                            &|stale| self.fill(stale),
+                            &self.client_headers,
+                        )
+                        .await;
                 }
-                leader
-            }
-        },
-    };
-    let (leader, lease) = match lookup.across_instances(leader, &client_headers).await {
-        Across::Fill(leader, lease) => (leader, lease),
-        Across::Served(response) => return response,
-    };
-    let mut leading = fill(stale.clone());
-    leading.lease = lease;
-    // A fill task that dies drops its leader guard, which wakes any followers.
-    let answer = run_fill(leading, Some(leader)).await;
-    lookup.respond(answer, stale.as_ref(), why)
+                Waited::Lead(leader) => {
+                    // The previous leader went away; its fill may still have stored the entry.
+                    let now = self.lookup.shared.clock.now();
+                    let stored = self.lookup.stored_for(now, &self.client_headers).await;
+                    if let Some(Found {
+                        entry,
+                        usability: Usability::Fresh,
+                        ..
+                    }) = stored
+                    {
+                        leader.finish(FillOutcome::Stored(Arc::clone(&entry)));
+                        return serve_entry(
+                            &entry,
+                            CacheStatus::Collapsed,
+                            now,
+                            &self.lookup.serve,
+                        );
+                    }
+                    leader
+                }
+            },
+        };
+        let (leader, lease) = match self
+            .lookup
+            .across_instances(leader, &self.client_headers)
+            .await
+        {
+            Across::Fill(leader, lease) => (leader, lease),
+            Across::Served(response) => return response,
+        };
+        let mut leading = self.fill(stale.clone());
+        leading.lease = lease;
+        // A fill task that dies drops its leader guard, which wakes any followers.
+        let answer = run_fill(leading, Some(leader)).await;
+        self.lookup.respond(answer, stale.as_ref(), why)
+    }
 }
 
 /// What the in-process leader does about other instances.
@@ -434,21 +585,33 @@ impl Lookup {
     /// still be used.
     async fn find_at(&self, key: &CacheKey, now: SystemTime) -> Option<Found> {
         let (entry, source) = self.shared.tiers.get(key, now).await?;
+        match self.usable(entry, source, now) {
+            Usable::Yes(found) => Some(found),
+            Usable::No => None,
+            Usable::Purged => {
+                // Free it now rather than at expiry.
+                self.shared.tiers.remove(key).await;
+                None
+            }
+        }
+    }
+
+    /// What `entry`, read from `source`, is to this request.
+    fn usable(&self, entry: Arc<Entry>, source: Source, now: SystemTime) -> Usable {
         // The key already covers the partition; comparing the entry's own record as well means
         // even a hash collision can never serve one partition's data to another.
         if entry.partition != self.partition.id {
-            return None;
+            return Usable::No;
         }
         let usability = match self.verdict(&entry) {
             Verdict::Valid => assess(&entry.times, now),
             Verdict::Stale => assess_soft_purged(&entry.times, now),
-            Verdict::Invalid => {
-                // Purged: free it now rather than at expiry.
-                self.shared.tiers.remove(key).await;
-                return None;
-            }
+            Verdict::Invalid => return Usable::Purged,
         };
-        (usability != Usability::Unusable).then_some(Found {
+        if usability == Usability::Unusable {
+            return Usable::No;
+        }
+        Usable::Yes(Found {
             entry,
             source,
             usability,

@@ -19,9 +19,7 @@ mod router;
 mod serve;
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
@@ -32,6 +30,7 @@ use http_body_util::{BodyExt, Full};
 use ipnet::IpNet;
 
 pub use error::ProxyError;
+pub use flow::ProxyFuture;
 pub use guard::GuardError;
 pub use origin::{OriginClient, OriginError};
 pub use purge::ResolveError;
@@ -262,16 +261,14 @@ where
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = ProxyFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let shared = Arc::clone(&self.shared);
-        let peer = self.peer;
         let request = request.map(|body| body.map_err(Into::into).boxed_unsync());
-        Box::pin(async move { Ok(flow::handle(&shared, request, peer).await) })
+        flow::begin(&self.shared, request, self.peer)
     }
 }

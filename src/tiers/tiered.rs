@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
+use futures_util::FutureExt;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
@@ -207,6 +208,13 @@ impl<L1: Tier, L2: Tier> Tiered<L1, L2> {
     /// The shared tier, if there is one.
     pub fn shared(&self) -> Option<&L2> {
         self.l2.as_deref().map(|shared| &shared.tier)
+    }
+
+    /// The memory tier's entry under `key` when it can answer without waiting (one poll of its
+    /// read): the hit path needs no task state of its own then. `None` when it has none, fails
+    /// or would wait; [`Tiered::get`] is the whole lookup.
+    pub fn memory_now(&self, key: &CacheKey) -> Option<Arc<Entry>> {
+        self.l1.get(key).now_or_never()?.ok().flatten()
     }
 
     /// The entry under `key` and where it was found: L1, else L2 when the breaker allows (an L2
