@@ -160,6 +160,6 @@ inferno-flamegraph --title "Cachet, $SCENARIO ($(git -C "$ROOT" rev-parse --shor
 # Self time by symbol: the last frame of each stack.
 awk '{ n = $NF; $NF = ""; k = split($0, f, ";"); s = f[k]; sub(/ $/, "", s); c[s] += n; t += n }
   END { for (s in c) printf "%6.2f%%  %s\n", 100 * c[s] / t, s }' "$FOLD" |
-  sort -rn | head -40 >"$OUT/$SCENARIO.top.txt"
+  sort -rn | sed -n 1,40p >"$OUT/$SCENARIO.top.txt"
 if [ "$FOLDED" = 1 ]; then cp "$FOLD" "$OUT/"; fi
 log "wrote $OUT/$SCENARIO.svg and $SCENARIO.top.txt ($(awk '{ t += $NF } END { printf "%.0f", t / 1e6 }' "$FOLD") ms of Cachet's CPU sampled)"
