@@ -45,12 +45,8 @@ fi
 log "building Cachet with frame pointers (target/profile)"
 (cd "$ROOT" && CARGO_TARGET_DIR="$ROOT/target/profile" RUSTFLAGS="-C force-frame-pointers=yes" \
   CARGO_PROFILE_RELEASE_DEBUG=1 CARGO_PROFILE_RELEASE_STRIP=none cargo build --release --quiet --bin cachet)
-log "building the load-test tools"
-cargo build --release --quiet --manifest-path "$ROOT/load-tests/tools/Cargo.toml" \
-  --target-dir "$ROOT/target/load-tests"
+build_tools
 CACHET="$ROOT/target/profile/release/cachet"
-ORIGIN_BIN="$ROOT/target/load-tests/release/origin"
-BURST_BIN="$ROOT/target/load-tests/release/burst"
 
 make_tmp profile
 setup_pinning

@@ -1,7 +1,7 @@
-# Shared helpers for load-tests/chaos/chaos.sh and soak.sh (sourced, not run).
+# Shared helpers for load-tests/chaos/chaos.sh, soak.sh and load-tests/profile.sh (sourced, not run).
 #
 # Provides: log, now/since, need_packages, setup_pinning (CLIENT_PIN / TARGET_PIN),
-# build_binaries, make_tmp (the temporary directory TMP and the exit trap), spawn, reap, alive,
+# build_tools, build_binaries, make_tmp (the temporary directory TMP and the exit trap), spawn, reap, alive,
 # wait_exit, free_port (from ../ports.sh), wait_port, wait_http, metric_sum, size_bytes, machine_line. Every
 # process started through spawn is remembered in TRACKED until reaped, and ended by the exit
 # trap (SIGCONT first, in case it was stopped); then the temporary directory is removed
@@ -45,15 +45,21 @@ setup_pinning() {
   fi
 }
 
+# build_tools: the load-test tools (release), into ORIGIN_BIN and BURST_BIN.
+build_tools() {
+  log "building the load-test tools (release)"
+  cargo build --release --quiet --manifest-path "$ROOT/load-tests/tools/Cargo.toml" \
+    --target-dir "$ROOT/target/load-tests"
+  ORIGIN_BIN="$ROOT/target/load-tests/release/origin"
+  BURST_BIN="$ROOT/target/load-tests/release/burst"
+}
+
 # build_binaries: Cachet (release, at the repository root) and the load-test tools.
 build_binaries() {
   log "building Cachet (release; waits for the cargo lock when other builds run)"
   (cd "$ROOT" && cargo build --release --quiet)
-  log "building the load-test tools (release)"
-  cargo build --release --quiet --manifest-path "$ROOT/load-tests/tools/Cargo.toml" \
-    --target-dir "$ROOT/target/load-tests"
+  build_tools
   CACHET="$ROOT/target/release/cachet"
-  ORIGIN_BIN="$ROOT/target/load-tests/release/origin"
   CACHET_COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
   if ! git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null; then
     CACHET_COMMIT="$CACHET_COMMIT + uncommitted changes in src/"

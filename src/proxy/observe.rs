@@ -25,10 +25,10 @@ const ACCESS_TARGET: &str = "cachet::access";
 
 /// What is noted of a request before it is handled, to report once it is answered.
 pub(super) struct Observed {
-    started: Instant,
     method: Method,
-    /// The path only (never the query): for the access log, when it is on.
-    path: Option<String>,
+    /// When the request began and its path only (never the query): for the access log, when
+    /// it is on (otherwise no clock is read).
+    access: Option<(Instant, String)>,
     /// The bounded tenant label, when per-tenant figures are on.
     tenant: Option<Arc<str>>,
 }
@@ -36,9 +36,10 @@ pub(super) struct Observed {
 impl Observed {
     pub(super) fn begin<B>(shared: &Shared, request: &Request<B>) -> Self {
         Self {
-            started: Instant::now(),
             method: request.method().clone(),
-            path: shared.access_log.then(|| request.uri().path().to_owned()),
+            access: shared
+                .access_log
+                .then(|| (Instant::now(), request.uri().path().to_owned())),
             tenant: shared.metrics.tenant_label(request.headers()),
         }
     }
@@ -66,8 +67,8 @@ impl Observed {
             }
             None => metrics.unrouted(),
         }
-        if let Some(path) = &self.path {
-            let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        if let Some((started, path)) = &self.access {
+            let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
             let cache = response
                 .headers()
                 .get(CACHE_STATUS)

@@ -54,8 +54,10 @@ pub(super) struct Activity {
     head_since: AtomicU64,
     /// Since when a write has found the socket's buffer full, or [`UNSET`].
     write_blocked_since: AtomicU64,
-    /// Set when a deadline may have come closer than the one the timer is armed for.
-    rearm: AtomicBool,
+    /// The nearest deadline begun since the timer last looked, or [`UNSET`]: the timer is
+    /// pulled in to it when it is nearer than the one armed. Carrying the deadline itself
+    /// spares the timer a clock read and a look at every stamp per request.
+    pull_in: AtomicU64,
     /// Set by the first HTTP/2 request: bytes between HTTP/2 requests are frames such as
     /// pings and window updates, not the start of a request head.
     http2: AtomicBool,
@@ -73,7 +75,7 @@ impl Activity {
             last_done: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
             write_blocked_since: AtomicU64::new(UNSET),
-            rearm: AtomicBool::new(false),
+            pull_in: AtomicU64::new(UNSET),
             http2: AtomicBool::new(false),
         }
     }
@@ -94,13 +96,13 @@ impl Activity {
 
     /// A request's response body is finished, or the request was abandoned.
     pub(super) fn request_done(&self) {
-        self.last_done
-            .store(self.since_opened(Instant::now()), Ordering::Release);
+        let now = self.since_opened(Instant::now());
+        self.last_done.store(now, Ordering::Release);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
         // The timer is armed at most a header timeout or an idle timeout from before now, so
         // the idle deadline from now can only come first when it is the shorter of the two.
         if self.idle_timeout < self.header_read_timeout {
-            self.rearm.store(true, Ordering::Release);
+            self.pull_in_to(now, self.idle_timeout);
         }
     }
 
@@ -112,9 +114,9 @@ impl Activity {
             && self.in_flight.load(Ordering::Acquire) == 0
             && !self.http2.load(Ordering::Relaxed)
         {
-            self.head_since
-                .store(self.since_opened(Instant::now()), Ordering::Release);
-            self.rearm.store(true, Ordering::Release);
+            let now = self.since_opened(Instant::now());
+            self.head_since.store(now, Ordering::Release);
+            self.pull_in_to(now, self.header_read_timeout);
         }
     }
 
@@ -122,9 +124,9 @@ impl Activity {
     pub(super) fn write_blocked(&self, blocked: bool) {
         let since = self.write_blocked_since.load(Ordering::Acquire);
         if blocked && since == UNSET {
-            self.write_blocked_since
-                .store(self.since_opened(Instant::now()), Ordering::Release);
-            self.rearm.store(true, Ordering::Release);
+            let now = self.since_opened(Instant::now());
+            self.write_blocked_since.store(now, Ordering::Release);
+            self.pull_in_to(now, self.idle_timeout);
         } else if !blocked && since != UNSET {
             self.write_blocked_since.store(UNSET, Ordering::Release);
         }
@@ -155,6 +157,14 @@ impl Activity {
             deadline
         };
         Timeout::At(stall_deadline.map_or(next, |stall| stall.min(next)))
+    }
+
+    /// A deadline `limit` after `since` (nanoseconds after `opened`) has begun.
+    fn pull_in_to(&self, since: u64, limit: Duration) {
+        let limit = u64::try_from(limit.as_nanos()).unwrap_or(UNSET);
+        // Saturates to UNSET: a deadline centuries away needs no pulling in.
+        self.pull_in
+            .fetch_min(since.saturating_add(limit), Ordering::AcqRel);
     }
 
     fn at(&self, since_opened: u64) -> Instant {
@@ -195,12 +205,12 @@ impl Future for Deadline {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Expired> {
         let this = self.get_mut();
-        if this.activity.rearm.load(Ordering::Acquire) {
-            this.activity.rearm.store(false, Ordering::Release);
-            match this.activity.timeout(Instant::now()) {
-                Timeout::At(at) if at < this.sleep.deadline() => this.sleep.as_mut().reset(at),
-                Timeout::At(_) => {}
-                Timeout::Expired(expired) => return Poll::Ready(expired),
+        let pulled = this.activity.pull_in.swap(UNSET, Ordering::AcqRel);
+        if pulled != UNSET {
+            let at = this.activity.at(pulled);
+            // A deadline already past fires at the next poll of the sleep, just below.
+            if at < this.sleep.deadline() {
+                this.sleep.as_mut().reset(at);
             }
         }
         loop {
