@@ -110,7 +110,6 @@ fn purge_with_a_million_entries(c: &mut Criterion) {
                 )
                 .await;
         }
-        tier.run_pending_tasks().await;
     });
     let marks = SharedWatermarks::new();
     let probe = CacheKey(Fingerprint([0; 32]));

@@ -3,10 +3,11 @@
 # frame-pointer release build, under one of the load-test loads, and a flame graph of it.
 #
 #   load-tests/profile.sh hot           # the hot 1 KiB hit under wrk
+#   load-tests/profile.sh keys          # 10 000 keys of 4 KiB, filled first, walked round and round
 #   load-tests/profile.sh miss          # a new no-store URL per request, through to the origin
 #   load-tests/profile.sh swr           # bursts of 500 clients on a just-expired key (SWR)
 #
-# Environment: SECONDS_RECORDED (4; hot and miss), BURSTS (6; swr), FREQ (5000 Hz),
+# Environment: SECONDS_RECORDED (4; hot, keys and miss), KEYS (10000; keys), BURSTS (6; swr), FREQ (5000 Hz),
 # OUT (load-tests/results/<date>-profile), KEEP_TMP=1.
 #
 # Writes $OUT/<scenario>.svg (flame graph, inferno) and <scenario>.top.txt (self time by
@@ -25,8 +26,8 @@ set -euo pipefail
 # shellcheck source=chaos/lib.sh
 . "$(dirname "$0")/chaos/lib.sh"
 SCENARIO=${1:-}
-case "$SCENARIO" in hot | miss | swr) ;; *)
-  echo "usage: $0 hot|miss|swr" >&2
+case "$SCENARIO" in hot | keys | miss | swr) ;; *)
+  echo "usage: $0 hot|keys|miss|swr" >&2
   exit 2
   ;;
 esac
@@ -97,16 +98,22 @@ record() { # record OUTFILE SECONDS
 mkdir -p "$OUT"
 FOLD="$TMP/$SCENARIO.folded"
 case "$SCENARIO" in
-  hot | miss)
-    # As in run.sh: one key is wrk's own pre-built request for the URL; the miss path a new
-    # key per request from paths.lua.
-    if [ "$SCENARIO" = hot ]; then
-      path="/obj/hot1k?size=1024&max_age=86400" mode=cycle url="$URL/obj/hot1k?size=1024&max_age=86400"
-    else
-      path="/obj/miss-{k}?size=1024" mode=unique url="$URL/"
-    fi
+  hot | keys | miss)
+    # As in run.sh: one key is wrk's own pre-built request for the URL; the keys are filled
+    # first and walked by paths.lua; the miss path a new key per request.
+    keys=1
+    case "$SCENARIO" in
+      hot) path="/obj/hot1k?size=1024&max_age=86400" mode=cycle url="$URL/obj/hot1k?size=1024&max_age=86400" ;;
+      keys)
+        keys=${KEYS:-10000} path="/obj/k{k}?size=4096&max_age=86400" mode=cycle url="$URL/"
+        log "keys: filling $keys keys of 4 KiB"
+        "${CLIENT_PIN[@]}" curl -s -Z --parallel-max 16 -H "Host: cachet.test" \
+          "$URL/obj/k[0-$((keys - 1))]?size=4096&max_age=86400" >/dev/null
+        ;;
+      miss) path="/obj/miss-{k}?size=1024" mode=unique url="$URL/" ;;
+    esac
     log "$SCENARIO: wrk on CPU 0, perf on Cachet for ${RECORD_SECS} s after 2 s of warm-up"
-    LT_PATH="$path" LT_MODE=$mode LT_SALT=$$ "${CLIENT_PIN[@]}" wrk -t1 -c50 -d"$((RECORD_SECS + 3))s" \
+    LT_PATH="$path" LT_KEYS=$keys LT_MODE=$mode LT_SALT=$$ "${CLIENT_PIN[@]}" wrk -t1 -c50 -d"$((RECORD_SECS + 3))s" \
       -H "Host: cachet.test" -s "$ROOT/load-tests/wrk/paths.lua" "$url" >"$TMP/wrk.txt" &
     WRK=$!
     sleep 2

@@ -253,7 +253,11 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 
 /// The memory tier `[cache]` describes.
 fn memory_tier(config: &Config) -> MemoryTier {
-    MemoryTier::with_partition_share(config.cache.memory_max_bytes, config.cache.tenant_max_share)
+    MemoryTier::with_limits(
+        config.cache.memory_max_bytes,
+        config.cache.max_object_bytes,
+        config.cache.tenant_max_share,
+    )
 }
 
 /// A `ProxyService` on the memory tier alone, as [`run`] builds it without `[cache.redis]`,

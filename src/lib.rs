@@ -7,7 +7,7 @@
 //!                               origin client ─► upstream
 //!                                    │
 //!                                    ▼
-//!                         storage decision (RFC 9111) ─► memory tier (moka)
+//!                         storage decision (RFC 9111) ─► memory tier (quick_cache)
 //! ```
 //!
 //! Module map (dependencies point right only):

@@ -229,7 +229,7 @@ async fn cpu_per_request_of_an_l2_hit_against_an_l1_hit() {
         Reply::ok(pattern(size)).cache_control("max-age=3600")
     })
     .await;
-    // A memory budget far above what is stored, so moka never declines a promotion.
+    // A memory budget far above what is stored, so the memory tier never declines a promotion.
     let config = one_route_shared(&origin.url(), &redis_url(&redis.url()), "").replace(
         "memory_max_bytes = \"64MiB\"",
         "memory_max_bytes = \"2GiB\"",

@@ -124,13 +124,13 @@ impl ProxyService {
         &self.shared.metrics
     }
 
-    /// The figures the proxy holds for a scrape: memory tier size (after its pending counts
-    /// are applied), watermarks, fills in flight. The shared tier's part is left to the
+    /// The figures the proxy holds for a scrape: memory tier size (expired entries swept
+    /// first), watermarks, fills in flight. The shared tier's part is left to the
     /// caller, which knows whether it is in sync.
     pub async fn scrape(&self) -> Scrape {
         let shared = &self.shared;
         let memory = shared.tiers.memory();
-        memory.run_pending_tasks().await;
+        memory.remove_expired();
         let watermarks = shared.watermarks.len() + shared.local_marks.len();
         Scrape {
             memory_bytes: memory.weighted_size(),
