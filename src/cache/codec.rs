@@ -19,7 +19,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 use zstd::bulk::{Compressor, Decompressor};
 
-use super::entry::{Entry, EntryMeta, EntryTimes};
+use super::entry::{Entry, EntryMeta, EntryTimes, packed_headers};
 use super::key::Fingerprint;
 
 /// The blob format this binary writes. Bump it whenever the serialized entry changes shape.
@@ -312,7 +312,7 @@ fn entry_from_wire(wire: Wire<'_>) -> Result<Entry, CodecError> {
     }
     Ok(Entry {
         status,
-        headers,
+        headers: packed_headers(&headers),
         body: Bytes::copy_from_slice(wire.body),
         partition: Fingerprint(wire.partition),
         tags: wire.tags.into_iter().map(str::to_owned).collect(),

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, StatusCode};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::key::Fingerprint;
 
@@ -26,6 +26,37 @@ pub struct EntryTimes {
     /// The origin forbids serving it stale (`must-revalidate`, `proxy-revalidate`, `s-maxage`,
     /// `no-cache`; RFC 9111 §4.2.4): not even a client's `max-stale` may have it.
     pub stale_forbidden: bool,
+}
+
+/// A copy of `headers` for an entry: every value a slice of one buffer of its own.
+///
+/// - Owned: hyper hands out header values as slices of its read buffer. Stored as they are,
+///   each entry would keep a whole buffer alive that the memory tier's size accounting never
+///   sees (RSS reached 4× the budget in the soak test).
+/// - One buffer: every hit clones each value, and each clone bumps its buffer's reference
+///   count. With a value per buffer that is a cache miss per header once the entries outgrow
+///   the CPU caches; with one buffer per entry it is one.
+///
+/// Names need no copy: hyper builds them in their own allocation. A value that the buffer's
+/// slice would not pass as valid (it always does: the bytes are a valid value's) stays as
+/// it was.
+pub fn packed_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut buffer = BytesMut::with_capacity(headers.values().map(HeaderValue::len).sum());
+    for value in headers.values() {
+        buffer.extend_from_slice(value.as_bytes());
+    }
+    let buffer = buffer.freeze();
+    let mut packed = HeaderMap::with_capacity(headers.len());
+    let mut at = 0;
+    for (name, value) in headers {
+        let end = at + value.len();
+        let mut copy =
+            HeaderValue::from_maybe_shared(buffer.slice(at..end)).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        packed.append(name.clone(), copy);
+        at = end;
+    }
+    packed
 }
 
 /// A stored response. Headers are pre-built (hop-by-hop and tag headers removed), the body is
@@ -58,7 +89,7 @@ pub struct EntryMeta {
 impl Entry {
     /// Approximate bytes this entry holds, for the memory tier's weigher.
     pub fn weight(&self) -> u32 {
-        // What an entry costs beyond its bytes: the struct and its `Arc`, moka's node and
+        // What an entry costs beyond its bytes: the struct and its `Arc`, the cache's node and
         // queues, the header map's table, one allocation per header value and tag, and the
         // allocator's slack under churn. Measured by the soak test (load-tests/chaos/soak.sh):
         // about 2.4 KiB of resident memory per entry beyond body, header and tag bytes with a
@@ -88,5 +119,56 @@ impl Entry {
             .keep_until
             .duration_since(now)
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue};
+
+    use super::packed_headers;
+
+    #[test]
+    fn packed_headers_keep_every_value_in_order_in_one_buffer_of_their_own() {
+        // Values as hyper gives them: slices of one larger read buffer.
+        let read_buffer = Bytes::from_static(b"text/plain max-age=60 a=1 b=2 secret");
+        let mut headers = HeaderMap::new();
+        let slice = |a: usize, b: usize| {
+            HeaderValue::from_maybe_shared(read_buffer.slice(a..b)).expect("valid value")
+        };
+        headers.append("content-type", slice(0, 10));
+        headers.append("cache-control", slice(11, 21));
+        headers.append("set-cookie", slice(22, 25));
+        headers.append("set-cookie", slice(26, 29));
+        let mut secret = slice(30, 36);
+        secret.set_sensitive(true);
+        headers.append("x-token", secret);
+
+        let packed = packed_headers(&headers);
+
+        let original: Vec<_> = headers.iter().collect();
+        let copied: Vec<_> = packed.iter().collect();
+        assert_eq!(original, copied, "names, values and their order");
+        assert!(packed.get("x-token").expect("kept").is_sensitive());
+        assert!(!packed.get("content-type").expect("kept").is_sensitive());
+        let outside = read_buffer.as_ptr_range();
+        let mut next = None;
+        for value in packed.values() {
+            let at = value.as_bytes().as_ptr();
+            assert!(
+                !outside.contains(&at),
+                "a value still points into the read buffer"
+            );
+            if let Some(expected) = next {
+                assert_eq!(at, expected, "values are not laid out in one buffer");
+            }
+            next = Some(at.wrapping_add(value.len()));
+        }
+    }
+
+    #[test]
+    fn packing_no_headers_gives_none() {
+        assert!(packed_headers(&HeaderMap::new()).is_empty());
     }
 }

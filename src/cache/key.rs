@@ -315,6 +315,9 @@ fn resolve_dot_segments(path: &str) -> String {
 #[derive(Clone)]
 pub struct PartitionHasher {
     key: [u8; 32],
+    /// The partition of a route without key headers, without and with credentials: a
+    /// constant, so it is hashed once here rather than on every request.
+    unkeyed: [Fingerprint; 2],
 }
 
 impl fmt::Debug for PartitionHasher {
@@ -334,6 +337,9 @@ impl PartitionHasher {
         let secret = secret.unwrap_or(BUILT_IN_PARTITION_SECRET);
         Self {
             key: blake3::derive_key("cachet 2026 partition fingerprint v1", secret.as_bytes()),
+            unkeyed: [false, true].map(|had_credentials| {
+                Fingerprint(*partition_hasher(had_credentials).finalize().as_bytes())
+            }),
         }
     }
 
@@ -352,10 +358,16 @@ impl PartitionHasher {
     /// The partition a request belongs to on a route with these key headers.
     pub fn partition(&self, key_headers: &[HeaderName], headers: &HeaderMap) -> Partition {
         let had_credentials = headers.contains_key(AUTHORIZATION);
+        if key_headers.is_empty() {
+            return Partition {
+                id: self.unkeyed[usize::from(had_credentials)],
+                had_credentials,
+                credential: false,
+                parts: Vec::new(),
+            };
+        }
         let mut credential = false;
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(b"cachet partition v1");
-        hasher.update(&[u8::from(had_credentials)]);
+        let mut hasher = partition_hasher(had_credentials);
         let mut parts = Vec::with_capacity(key_headers.len());
         for name in key_headers {
             let values: Vec<&[u8]> = headers.get_all(name).iter().map(|v| v.as_bytes()).collect();
@@ -380,6 +392,14 @@ impl PartitionHasher {
             parts,
         }
     }
+}
+
+/// The partition hash before its key headers.
+fn partition_hasher(had_credentials: bool) -> blake3::Hasher {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"cachet partition v1");
+    hasher.update(&[u8::from(had_credentials)]);
+    hasher
 }
 
 fn put(hasher: &mut blake3::Hasher, field: &[u8]) {

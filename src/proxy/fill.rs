@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, SET_COOKIE};
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
@@ -22,7 +22,7 @@ use crate::cache::revalidation::{add_conditionals, merge_not_modified};
 use crate::cache::vary::{VaryRule, variant_fingerprint, variant_key};
 use crate::cache::{
     CacheKey, CacheStatus, Decision, Entry, EntryMeta, EntryTimes, Partition, Target, Timing,
-    Usability, assess, decide, sanitized_request, url_fingerprint,
+    Usability, assess, decide, packed_headers, sanitized_request, url_fingerprint,
 };
 use crate::coalesce::LeaderGuard;
 use crate::coalesce::lease::{Lease, LeaseOutcome};
@@ -365,7 +365,7 @@ impl Fill {
             ..stale.meta.clone()
         };
         let entry = Arc::new(Entry {
-            headers: owned_headers(&headers),
+            headers: packed_headers(&headers),
             times,
             meta,
             ..stale.clone()
@@ -450,7 +450,7 @@ fn build_entry(
     times: EntryTimes,
     meta: EntryMeta,
 ) -> Entry {
-    let mut headers = owned_headers(&head.headers);
+    let mut headers = packed_headers(&head.headers);
     // Framing is the server's business: it knows the stored body's length.
     headers.remove(CONTENT_LENGTH);
     Entry {
@@ -462,20 +462,6 @@ fn build_entry(
         tags,
         times,
     }
-}
-
-/// A copy of `headers` whose values have buffers of their own. hyper hands out header values
-/// as slices of its read buffer: stored as they are, each entry would keep a whole buffer
-/// alive that the memory tier's size accounting never sees (RSS reached 4× the budget in the
-/// soak test). Names need no copy: hyper builds them in their own allocation.
-fn owned_headers(headers: &HeaderMap) -> HeaderMap {
-    let mut owned = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-        copy.set_sensitive(value.is_sensitive());
-        owned.append(name.clone(), copy);
-    }
-    owned
 }
 
 enum Read {

@@ -406,3 +406,22 @@ fn the_origin_path_is_the_base_then_path_and_query_in_an_exact_buffer() {
     }
     assert_eq!(with_query.path_and_query(), "/a/b?y=2&x=1");
 }
+
+/// A route without key headers gets one of two precomputed partitions; each must be the hash
+/// the streamed definition gives, or every such key (and the shared tier's entries) would move.
+#[test]
+fn the_partition_without_key_headers_is_the_streamed_definitions() {
+    let hasher = PartitionHasher::new(Some("secret"));
+    let mut with_credentials = HeaderMap::new();
+    with_credentials.insert(AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+    for (headers, had) in [(HeaderMap::new(), 0u8), (with_credentials, 1)] {
+        let mut streamed = blake3::Hasher::new();
+        streamed.update(b"cachet partition v1");
+        streamed.update(&[had]);
+        let partition = hasher.partition(&[], &headers);
+        assert_eq!(partition.id.0, *streamed.finalize().as_bytes());
+        assert_eq!(partition.had_credentials, had == 1);
+        assert!(!partition.credential);
+        assert!(partition.parts.is_empty());
+    }
+}
