@@ -18,7 +18,7 @@ pub use conditional::{
     Boundary, ByteRange, PartialContent, RangeError, Served, evaluate, not_modified_headers,
     partial_content, unsatisfiable_content_range,
 };
-pub use entry::{Entry, EntryMeta, EntryTimes, packed_headers};
+pub use entry::{Entry, EntryMeta, EntryTimes, body_weight, packed_headers};
 pub use freshness::{
     Usability, assess, assess_soft_purged, early_refresh_possible, refresh_early, ttl_secs,
 };

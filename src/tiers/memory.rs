@@ -17,7 +17,7 @@ use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
 
 use super::{Tier, TierError};
-use crate::cache::{CacheKey, Entry, Fingerprint};
+use crate::cache::{CacheKey, Entry, Fingerprint, body_weight};
 
 /// An entry, the instant it stops being kept, and its weight (read on every eviction step, so
 /// computed once).
@@ -176,7 +176,8 @@ fn estimated_items(max_bytes: u64) -> usize {
 fn shards(max_bytes: u64, largest_object: u64) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut shards = (cores * 4).next_power_of_two();
-    let needed = largest_object.saturating_add(ENTRY_HEADROOM);
+    let body = usize::try_from(largest_object).map_or(u64::MAX, |len| body_weight(len) as u64);
+    let needed = body.saturating_add(ENTRY_HEADROOM);
     // quick_cache refuses an entry over 97 % of its shard's budget (its hot allocation).
     while shards > 1 && (max_bytes / shards as u64) / 100 * 97 < needed {
         shards /= 2;
