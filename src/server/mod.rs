@@ -12,8 +12,10 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use futures_util::future::Either;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -23,6 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower::ServiceExt;
+use tower::util::Oneshot;
 
 use crate::config::ServerConfig;
 use deadline::{Activity, Deadline, Expired};
@@ -185,7 +188,7 @@ async fn connection<S, B>(
     let tracked = Arc::clone(&activity);
     let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let in_flight = InFlight::start(&tracked, request.version());
-        let call = service.clone().oneshot(request);
+        let call = call_now(service.clone(), request);
         async move {
             let response = call.await?;
             Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
@@ -234,5 +237,86 @@ async fn connection<S, B>(
                 }
             },
         }
+    }
+}
+
+/// Calls the service at once when it is ready, so that the request, and the slices of hyper's
+/// read buffer its head holds, are gone before hyper reads the next request: with `oneshot`
+/// the request waited inside the future until hyper polled it after that read, and hyper
+/// allocated a fresh 8 KiB read buffer on every request of a keep-alive connection. A service
+/// that is not ready is called through `oneshot`, which polls it again with the task's waker.
+fn call_now<S, R>(mut service: S, request: R) -> Either<S::Future, Oneshot<S, R>>
+where
+    S: tower::Service<R>,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    match service.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => Either::Left(service.call(request)),
+        // Pending, or an error `oneshot` reports when it polls again.
+        _ => Either::Right(service.oneshot(request)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Ready;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// Answers with the request it was given; not ready on its first poll when `busy` is set.
+    #[derive(Clone)]
+    struct Echo {
+        busy: Arc<AtomicBool>,
+        called: Arc<AtomicBool>,
+    }
+
+    impl tower::Service<Arc<()>> for Echo {
+        type Response = usize;
+        type Error = Infallible;
+        type Future = Ready<Result<usize, Infallible>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            if self.busy.swap(false, Ordering::SeqCst) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: Arc<()>) -> Self::Future {
+            self.called.store(true, Ordering::SeqCst);
+            std::future::ready(Ok(Arc::strong_count(&request)))
+        }
+    }
+
+    fn echo(busy: bool) -> Echo {
+        Echo {
+            busy: Arc::new(AtomicBool::new(busy)),
+            called: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_ready_service_is_called_before_its_future_is_polled_and_lets_the_request_go() {
+        let service = echo(false);
+        let request = Arc::new(());
+        let future = call_now(service.clone(), Arc::clone(&request));
+        assert!(service.called.load(Ordering::SeqCst));
+        assert_eq!(
+            Arc::strong_count(&request),
+            1,
+            "the request is still held by the unpolled future"
+        );
+        assert_eq!(future.await, Ok(2));
+    }
+
+    #[tokio::test]
+    async fn a_service_not_ready_yet_is_called_when_its_future_is_polled() {
+        let service = echo(true);
+        let future = call_now(service.clone(), Arc::new(()));
+        assert!(!service.called.load(Ordering::SeqCst));
+        assert_eq!(future.await, Ok(1));
+        assert!(service.called.load(Ordering::SeqCst));
     }
 }
