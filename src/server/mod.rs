@@ -264,7 +264,8 @@ mod tests {
 
     use super::*;
 
-    /// Answers with the request it was given; not ready on its first poll when `busy` is set.
+    /// Answers how many holders its request had when called; not ready on its first poll when
+    /// `busy` is set.
     #[derive(Clone)]
     struct Echo {
         busy: Arc<AtomicBool>,
