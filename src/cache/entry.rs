@@ -88,7 +88,7 @@ pub struct EntryMeta {
 
 /// What a body of `len` bytes weighs in the memory tier: its bytes and a sixteenth for the
 /// allocator's fragmentation under churn (see [`Entry::weight`]).
-pub const fn body_weight(len: usize) -> usize {
+pub const fn body_weight(len: u64) -> u64 {
     len.saturating_add(len / 16)
 }
 
@@ -100,7 +100,8 @@ impl Entry {
         // allocator's slack under churn. Measured by the soak test (load-tests/chaos/soak.sh):
         // about 2.4 KiB of resident memory per entry beyond body, header and tag bytes with a
         // 256-byte estimate, which let RSS reach 1.4x the budget. The slack also grows with
-        // the body (freed large bodies leave holes that small ones fill only in part): on
+        // the body (most likely the holes freed large bodies leave, which small ones fill only
+        // in part; measured as RSS, not traced in the allocator): on
         // quick_cache, which keeps more of the soak's 64 KiB bodies than moka did, RSS above
         // the fixed overhead was 11.6 KiB per 9.9 KiB accounted without `body_weight`'s
         // sixteenth, 1.198x the budget against the soak's 1.2x bound (1.166x with it, 30 min).
@@ -113,7 +114,8 @@ impl Entry {
             .map(|(name, value)| name.as_str().len() + value.len() + PER_HEADER)
             .sum();
         let tags: usize = self.tags.iter().map(|t| t.len() + PER_TAG).sum();
-        let total = OVERHEAD + headers + tags + self.meta.path.len() + body_weight(self.body.len());
+        let bookkeeping = OVERHEAD + headers + tags + self.meta.path.len();
+        let total = body_weight(self.body.len() as u64).saturating_add(bookkeeping as u64);
         u32::try_from(total).unwrap_or(u32::MAX)
     }
 

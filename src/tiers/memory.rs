@@ -176,8 +176,7 @@ fn estimated_items(max_bytes: u64) -> usize {
 fn shards(max_bytes: u64, largest_object: u64) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut shards = (cores * 4).next_power_of_two();
-    let body = usize::try_from(largest_object).map_or(u64::MAX, |len| body_weight(len) as u64);
-    let needed = body.saturating_add(ENTRY_HEADROOM);
+    let needed = body_weight(largest_object).saturating_add(ENTRY_HEADROOM);
     // quick_cache refuses an entry over 97 % of its shard's budget (its hot allocation).
     while shards > 1 && (max_bytes / shards as u64) / 100 * 97 < needed {
         shards /= 2;

@@ -188,6 +188,36 @@ async fn the_largest_allowed_object_fits_in_a_shard() {
 }
 
 #[tokio::test]
+async fn a_body_weighs_a_sixteenth_more_than_its_bytes() {
+    // The allocator's fragmentation under churn grows with the body; without this slack the
+    // memory soak (load-tests/chaos/soak.sh) reached its RSS bound.
+    let tier = MemoryTier::new(1 << 20);
+    tier.put(&key(1), entry(0, 64 * 1024), DAY)
+        .await
+        .expect("put");
+    assert!(held(&tier, &key(1)).await);
+    assert!(
+        tier.weighted_size() >= 64 * 1024 + 4 * 1024,
+        "weighed {} bytes",
+        tier.weighted_size()
+    );
+}
+
+#[tokio::test]
+async fn the_largest_allowed_object_fits_in_a_shard_with_its_slack() {
+    // 1 900 KiB weighs about 2 020 KiB with its sixteenth: more than 97 % of a 2 MiB shard,
+    // which the largest object's bytes and headroom alone (1 964 KiB) would have allowed.
+    let tier = MemoryTier::with_limits(4 << 20, 1900 * 1024, 1.0);
+    tier.put(&key(1), entry(0, 1900 * 1024), DAY)
+        .await
+        .expect("put");
+    assert!(
+        held(&tier, &key(1)).await,
+        "an object within max_object_bytes was not held"
+    );
+}
+
+#[tokio::test]
 async fn an_entry_no_shard_can_hold_is_refused_without_leaking_its_share() {
     let tier = MemoryTier::new(1 << 20);
     tier.put(&key(1), entry(0, 2 << 20), DAY)
