@@ -172,12 +172,10 @@ async fn a_partition_over_its_share_is_refused_and_admitted_again_once_it_has_ro
     assert!(held(&tier, &key(50)).await, "the share was not given back");
 }
 
-#[tokio::test]
-async fn the_largest_allowed_object_fits_in_a_shard() {
-    // quick_cache splits the budget between shards; a 600 KiB body fits only in a shard of
-    // at least that much, which a 1 MiB budget allows once.
-    let tier = MemoryTier::with_limits(1 << 20, 600 * 1024, 1.0);
-    tier.put(&key(1), entry(0, 600 * 1024), DAY)
+/// Stores an object of `largest` bytes in a tier sized for it and checks that it is held.
+async fn assert_largest_object_fits(budget: u64, largest: usize) {
+    let tier = MemoryTier::with_limits(budget, largest as u64, 1.0);
+    tier.put(&key(1), entry(0, largest), DAY)
         .await
         .expect("put");
     assert!(
@@ -185,6 +183,13 @@ async fn the_largest_allowed_object_fits_in_a_shard() {
         "an object within max_object_bytes was not held"
     );
     assert_eq!(accounted(&tier), tier.weighted_size());
+}
+
+#[tokio::test]
+async fn the_largest_allowed_object_fits_in_a_shard() {
+    // quick_cache splits the budget between shards; a 600 KiB body fits only in a shard of
+    // at least that much, which a 1 MiB budget allows once.
+    assert_largest_object_fits(1 << 20, 600 * 1024).await;
 }
 
 #[tokio::test]
@@ -207,14 +212,7 @@ async fn a_body_weighs_a_sixteenth_more_than_its_bytes() {
 async fn the_largest_allowed_object_fits_in_a_shard_with_its_slack() {
     // 1 900 KiB weighs about 2 020 KiB with its sixteenth: more than 97 % of a 2 MiB shard,
     // which the largest object's bytes and headroom alone (1 964 KiB) would have allowed.
-    let tier = MemoryTier::with_limits(4 << 20, 1900 * 1024, 1.0);
-    tier.put(&key(1), entry(0, 1900 * 1024), DAY)
-        .await
-        .expect("put");
-    assert!(
-        held(&tier, &key(1)).await,
-        "an object within max_object_bytes was not held"
-    );
+    assert_largest_object_fits(4 << 20, 1900 * 1024).await;
 }
 
 #[tokio::test]
