@@ -11,9 +11,13 @@
 //!    distribution and a final `RESULT key=value ...` line for scripts.
 //!
 //! Latency is per request: from just before the request is written to the last body byte.
+//! Each connection is one task that drives hyper's connection future itself, so the client's
+//! own work per request (the task hand-offs of a spawned connection task) stays small next to
+//! the proxy's: on one core, that work is what the latency of a burst mostly measures.
 //! Loopback targets only; the whole run is bounded by `--deadline-secs`.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,7 +26,7 @@ use bytes::Bytes;
 use cachet_load_tools::percent_encode;
 use clap::Parser;
 use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper::header::{HOST, HeaderValue};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -77,7 +81,8 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// A proxy process id (repeatable): report the CPU time its threads use from just before
-    /// the release to the final count (Linux `/proc/<pid>/task/*/schedstat`).
+    /// the release to the final count (Linux `/proc/<pid>/task/*/schedstat`), and up to the
+    /// last answer (before the connections close).
     #[arg(long)]
     cpu_pid: Vec<u32>,
     /// Write each response's send offset and latency (ms) to this CSV file, in send order.
@@ -186,7 +191,9 @@ async fn run(args: Args) -> Result<(), String> {
             sample.target = target;
             sample.latency = start.elapsed();
             sample.sent_after = start.saturating_duration_since(*released.get().unwrap_or(&start));
-            Ok::<_, String>(sample)
+            // The connection stays open until every answer is in: closes are not part of
+            // the burst, and on one core they would slow the clients still waiting.
+            Ok::<_, String>((sample, conn))
         }));
     }
 
@@ -213,15 +220,23 @@ async fn run(args: Args) -> Result<(), String> {
     go.wait().await;
 
     let mut samples = Vec::with_capacity(args.clients);
+    let mut open = Vec::with_capacity(args.clients);
     let mut errors = Vec::new();
     for task in tasks {
         match task.await {
-            Ok(Ok(sample)) => samples.push(sample),
+            Ok(Ok((sample, conn))) => {
+                samples.push(sample);
+                open.push(conn);
+            }
             Ok(Err(error)) => errors.push(error),
             Err(join) => errors.push(format!("client task: {join}")),
         }
     }
     let burst_took = released.get().map_or(Duration::ZERO, |r| r.elapsed());
+    let answer_cpu = cpu_time(&args.cpu_pid)
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    drop(open);
     tokio::time::sleep(Duration::from_millis(args.settle_ms)).await;
     let after = origin_count(&mut origin, &count_uri).await?;
     let target_cpu = cpu_time(&args.cpu_pid)
@@ -248,6 +263,7 @@ async fn run(args: Args) -> Result<(), String> {
         burst_took,
         since_prime,
         target_cpu,
+        answer_cpu,
     });
     Ok(())
 }
@@ -273,24 +289,45 @@ fn cpu_time(pids: &[u32]) -> Option<Duration> {
     Some(Duration::from_nanos(total))
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Empty<Bytes>>, String> {
+/// A keep-alive HTTP/1.1 connection whose I/O is driven by the task that sends on it.
+struct Conn {
+    sender: SendRequest<Empty<Bytes>>,
+    driver: Pin<Box<Connection<TokioIo<TcpStream>, Empty<Bytes>>>>,
+}
+
+async fn connect(addr: SocketAddr) -> Result<Conn, String> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
     stream
         .set_nodelay(true)
         .map_err(|e| format!("nodelay: {e}"))?;
-    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+    let (sender, driver) = http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("handshake {addr}: {e}"))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(sender)
+    Ok(Conn {
+        sender,
+        driver: Box::pin(driver),
+    })
 }
 
-/// One GET on `conn`, body read to the end; `latency` and `sent_after` are left zero.
-async fn get(
+/// One GET on `conn`, body read to the end, with its connection polled alongside;
+/// `latency` and `sent_after` are left zero.
+async fn get(conn: &mut Conn, path: &str, host: &str) -> Result<Sample, String> {
+    let exchange = exchange(&mut conn.sender, path, host);
+    tokio::pin!(exchange);
+    tokio::select! {
+        biased;
+        sample = &mut exchange => sample,
+        ended = conn.driver.as_mut() => Err(match ended {
+            Ok(()) => format!("GET {path}: the connection closed"),
+            Err(error) => format!("GET {path}: {error}"),
+        }),
+    }
+}
+
+/// The request and response of [`get`], without the connection's I/O.
+async fn exchange(
     conn: &mut SendRequest<Empty<Bytes>>,
     path: &str,
     host: &str,
@@ -333,7 +370,7 @@ async fn get(
     })
 }
 
-async fn origin_count(origin: &mut SendRequest<Empty<Bytes>>, uri: &str) -> Result<u64, String> {
+async fn origin_count(origin: &mut Conn, uri: &str) -> Result<u64, String> {
     let answer = get(origin, uri, "origin").await?;
     if answer.status != StatusCode::OK {
         return Err(format!("origin {uri}: status {}", answer.status));
