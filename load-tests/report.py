@@ -19,6 +19,7 @@ SCENARIOS = {
     "hot": "Hot hit, one key, 1 KiB",
     "keys": "10 000 keys × 4 KiB (hits)",
     "big": "1 MiB hit, one key",
+    "close": "Hot hit on a new connection per request (`Connection: close`)",
     "miss": "Miss path: a new no-store URL per request",
     "l2": "Shared tier: L2 (Redis) hit vs L1 (memory) hit, Cachet only",
 }
@@ -233,9 +234,10 @@ def purge_table(rows):
 def gnuplot(directory, res, purge_rows):
     """Writes the .dat/.gp files and, when gnuplot is installed, the PNGs. Returns the PNGs."""
     made = []
-    order = [s for s in ["hot", "keys", "big", "miss"] if res.targets(s)]
+    order = [s for s in ["hot", "keys", "big", "close", "miss"] if res.targets(s)]
     targets = [t for t in ["cachet", "nginx", "varnish"] if any(t in res.targets(s) for s in order)]
-    labels = {"hot": "hot 1 KiB", "keys": "10k keys 4 KiB", "big": "1 MiB", "miss": "miss path"}
+    labels = {"hot": "hot 1 KiB", "keys": "10k keys 4 KiB", "big": "1 MiB",
+              "close": "hot, Connection: close", "miss": "miss path"}
     scripts = []
     if order and targets:
         for field, name, ylabel, logscale in [
@@ -438,6 +440,10 @@ DESCRIPTIONS = {
             "parallel), then each wrk thread walks its share of the keys in turn (wrk/paths.lua), "
             "so every request is a hit on a different key than its neighbours.",
     "big": "`GET /obj/big1m?size=1048576&max_age=86400`: one 1 MiB key, a hit on every request.",
+    "close": "The hot hit's request with `Connection: close`: every request a new connection "
+             "(accepted, read, answered and closed by the target, RFC 9112 §9.6), so the cost per "
+             "request includes the connection's set-up and teardown. No target of the issue; it "
+             "guards the close path.",
     "miss": "`GET /obj/miss-<run>-<thread>-<n>?size=1024`: every request a new URL, and the origin "
             "answers `Cache-Control: no-store`, so each one is a lookup miss, an origin exchange "
             "and nothing stored. *origin direct* is wrk against the origin itself (it runs on "

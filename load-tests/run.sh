@@ -9,6 +9,7 @@
 #   hot      one key, 1 KiB body, fresh for a day: the hot hit
 #   keys     KEYS (10 000) keys of 4 KiB, each wrk thread walking its share round and round
 #   big      one key, 1 MiB body
+#   close    the hot hit with `Connection: close` on every request: a new connection each time
 #   miss     every request a new URL the origin marks no-store: through to the origin; the
 #            origin asked directly is the baseline
 #   l2       Cachet only: the same KEYS keys served from Redis (an instance whose memory tier
@@ -20,7 +21,7 @@
 # Environment:
 #   RUNS (5)  DURATION (10, seconds per run)  WARMUP (3, seconds of wrk per scenario and target)
 #   CONNECTIONS (50)  THREADS (1, wrk threads)  KEYS (10000)  PURGE_NS ("1000 10000 100000")
-#   SCENARIOS ("hot keys big miss l2 purge stampede")  TARGETS ("cachet nginx varnish")
+#   SCENARIOS ("hot keys big close miss l2 purge stampede")  TARGETS ("cachet nginx varnish")
 #   STAMPEDE_RUNS (RUNS)  NICE (-10; 0 = do not raise priority)  OUT (results directory)
 #   SMOKE=1 (RUNS=1, DURATION=3, WARMUP=1, PURGE_NS="1000 10000", results in <date>-smoke)
 #   KEEP_TMP=1 keeps the temporary directory (configs, logs, wrk outputs)
@@ -56,7 +57,7 @@ CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
 KEYS=${KEYS:-10000}
 PURGE_NS=${PURGE_NS:-"1000 10000 100000"}
-SCENARIOS=${SCENARIOS:-"hot keys big miss l2 purge stampede"}
+SCENARIOS=${SCENARIOS:-"hot keys big close miss l2 purge stampede"}
 TARGETS=${TARGETS:-"cachet nginx varnish"}
 STAMPEDE_RUNS=${STAMPEDE_RUNS:-$RUNS}
 DAY=$(date -u +%F)
@@ -77,7 +78,7 @@ for n in "$RUNS" "$DURATION" "$WARMUP" "$CONNECTIONS" "$THREADS" "$KEYS" $PURGE_
   [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -gt 0 ] || die "RUNS, DURATION, WARMUP, CONNECTIONS, THREADS, KEYS and PURGE_NS take positive integers (got '$n')"
 done
 for s in $SCENARIOS; do
-  has "$s" "hot keys big miss l2 purge stampede" || die "unknown scenario '$s'"
+  has "$s" "hot keys big close miss l2 purge stampede" || die "unknown scenario '$s'"
 done
 for t in $TARGETS; do
   has "$t" "cachet nginx varnish" || die "unknown target '$t' (cachet, nginx, varnish)"
@@ -423,12 +424,15 @@ metric() {
     awk -v s="$2" 'index($0, s) == 1 { sum += $NF } END { printf "%d\n", sum }'
 }
 
-# wrk_run OUTFILE URL SECONDS [VAR=value ...]: one bounded wrk run with paths.lua.
+# wrk_run OUTFILE URL SECONDS [VAR=value ...]: one bounded wrk run with paths.lua, and the
+# headers in WRK_HEADERS (-H "Name: value" pairs) besides Host.
+WRK_HEADERS=()
 wrk_run() {
   local out=$1 url=$2 secs=$3
   shift 3
   fg_run env LT_THREADS="$THREADS" "$@" "${CLIENT_PIN[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" \
-    -d"${secs}s" --timeout 10s --latency -H "Host: $HOST_HEADER" -s "$LUA" "$url" >"$out" 2>&1 ||
+    -d"${secs}s" --timeout 10s --latency -H "Host: $HOST_HEADER" "${WRK_HEADERS[@]}" \
+    -s "$LUA" "$url" >"$out" 2>&1 ||
     { cat "$out" >&2; die "wrk failed ($url)"; }
   grep -q '^RESULT ' "$out" || { cat "$out" >&2; die "wrk printed no RESULT line ($url)"; }
 }
@@ -505,7 +509,7 @@ log "results in $OUT; RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s CONNECT
 log "load average at start: $LOAD_START; pinning: $PINNING"
 
 need_main=0
-for s in hot keys big miss; do has "$s" "$SCENARIOS" && need_main=1; done
+for s in hot keys big close miss; do has "$s" "$SCENARIOS" && need_main=1; done
 need_l2=0
 has l2 "$SCENARIOS" && need_l2=1
 has purge "$SCENARIOS" && need_main=1 && need_l2=1
@@ -558,6 +562,16 @@ if has keys "$SCENARIOS"; then
 fi
 
 if has big "$SCENARIOS"; then hit_scenario big "/obj/big1m?size=1048576&max_age=86400"; fi
+
+# The hot hit again, each request on a new connection that the target closes after answering
+# (RFC 9112 §9.6): accept, the first read and the close are in every request's cost. wrk
+# reconnects after each answer; the target's side keeps the TIME-WAIT, so the client's ports
+# are not used up.
+if has close "$SCENARIOS"; then
+  WRK_HEADERS=(-H "Connection: close")
+  hit_scenario close "/obj/hot1k?size=1024&max_age=86400"
+  WRK_HEADERS=()
+fi
 
 # ---------------------------------------------------------------- miss path
 
