@@ -9,7 +9,8 @@
 #   2. cold key, 3 instances on one redis-server → 1 origin request
 #   3. just-expired hot key under SWR            → 1 origin request, no client waits for it
 #   4. (when nginx is available) nginx proxy_cache_lock on the cold key, and on the
-#      just-expired key with proxy_cache_use_stale updating + background update, for comparison
+#      just-expired key with proxy_cache_use_stale updating + background update, for comparison;
+#      it runs beside the single Cachet instance, each of its bursts right after Cachet's
 #
 # Environment: RUNS (5), CLIENTS (500), DELAY_MS (200), INSTANCES (3),
 # NGINX=auto|1|0 (auto: compare when nginx is installed; 1: apt-get install it when missing;
@@ -221,24 +222,93 @@ COLD="delay_ms=$DELAY_MS&max_age=60"
 STALE="delay_ms=$DELAY_MS&max_age=1"
 TAG=$$
 
+# start_nginx: nginx (1 worker) on NGINX_PORT in front of ORIGIN, with proxy_cache_lock and
+# use_stale updating; NGINX_PIDS is its worker, which serves every request.
+NGINX_PIDS=()
+start_nginx() {
+  free_port NGINX_PORT
+  N="$TMP/nginx"
+  mkdir -p "$N/cache" "$N/temp"
+  # Workers drop to an unprivileged user when started as root; let it reach its directories.
+  chmod 711 "$TMP" "$N"
+  cat >"$N/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $N/nginx.pid;
+error_log $N/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  default_type application/octet-stream;
+  client_body_temp_path $N/temp/body;
+  proxy_temp_path $N/temp/proxy;
+  fastcgi_temp_path $N/temp/fastcgi;
+  uwsgi_temp_path $N/temp/uwsgi;
+  scgi_temp_path $N/temp/scgi;
+  proxy_cache_path $N/cache levels=1:2 keys_zone=stampede:16m max_size=256m inactive=10m use_temp_path=off;
+  upstream origin { server $ORIGIN; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    keepalive_requests 100000;
+    location /obj/ {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache stampede;
+      proxy_cache_lock on;
+      proxy_cache_lock_timeout 10s;
+      proxy_cache_lock_age 10s;
+      proxy_cache_use_stale updating error timeout;
+      proxy_cache_background_update on;
+      add_header Cache-Status "nginx; \$upstream_cache_status" always;
+    }
+  }
+}
+EOF
+  start nginx "$NGINX_PORT" "${TARGET_PIN[@]}" nginx -p "$N" -c "$N/nginx.conf" -e "$N/error.log"
+  # CPU time is counted for the worker (it serves every request); it is forked after the
+  # listening socket is opened, so wait for it.
+  for _ in $(seq 100); do
+    mapfile -t NGINX_PIDS < <(ps -o pid= -o args= --ppid "$LAST_PID" | awk '/worker process/ { print $1 }')
+    [ ${#NGINX_PIDS[@]} -gt 0 ] && break
+    sleep 0.05
+  done
+}
+
 # ---------------------------------------------------------------- 1 and 3: one instance
 
-log "one Cachet instance: cold key, $CLIENTS clients, ${DELAY_MS} ms origin, $RUNS runs"
+# Cachet and nginx run side by side here, and their bursts alternate run by run, so that a
+# slow spell of the shared machine falls on both alike.
+NGINX_VERSION=""
+if [ "$NGINX" = 1 ]; then NGINX_VERSION=$(nginx -v 2>&1 | sed 's/^nginx version: //'); fi
+log "one Cachet instance${NGINX_VERSION:+ and $NGINX_VERSION}: cold key, $CLIENTS clients, ${DELAY_MS} ms origin, $RUNS runs"
 start_origin
 free_port PORT
 free_port ADMIN_PORT
 cachet_config "$TMP/cachet-1.toml" "$PORT" "$ADMIN_PORT" "$ORIGIN"
 start cachet-1 "$PORT" "${TARGET_PIN[@]}" "$CACHET" --config "$TMP/cachet-1.toml"
-PROXY_PIDS=("$LAST_PID")
+CACHET_PID=$LAST_PID
+if [ "$NGINX" = 1 ]; then start_nginx; fi
 for run in $(seq "$RUNS"); do
+  PROXY_PIDS=("$CACHET_PID")
   burst single "$run" --target "127.0.0.1:$PORT" --path "/obj/cold-$TAG-$run?$COLD"
+  if [ "$NGINX" = 1 ]; then
+    PROXY_PIDS=("${NGINX_PIDS[@]}")
+    burst nginx "$run" --target "127.0.0.1:$NGINX_PORT" --path "/obj/nginx-cold-$TAG-$run?$COLD"
+  fi
 done
 summarize single "Cachet, 1 instance, cold key"
 
-log "one Cachet instance: just-expired key under stale-while-revalidate, $RUNS runs"
+log "just-expired key under stale-while-revalidate (nginx: use_stale updating), $RUNS runs"
 for run in $(seq "$RUNS"); do
+  PROXY_PIDS=("$CACHET_PID")
   burst swr "$run" --target "127.0.0.1:$PORT" --path "/obj/swr-$TAG-$run?$STALE" \
     --prime --release-after-prime-ms "$SWR_WAIT_MS"
+  if [ "$NGINX" = 1 ]; then
+    PROXY_PIDS=("${NGINX_PIDS[@]}")
+    burst nginx-swr "$run" --target "127.0.0.1:$NGINX_PORT" --path "/obj/nginx-swr-$TAG-$run?$STALE" \
+      --prime --release-after-prime-ms "$NGINX_SWR_WAIT_MS"
+  fi
 done
 summarize swr "Cachet, 1 instance, just-expired key (SWR)"
 stop_all
@@ -267,70 +337,9 @@ done
 summarize shared "Cachet, $INSTANCES instances on one Redis, cold key"
 stop_all
 
-# ---------------------------------------------------------------- 4: nginx for comparison
-
-NGINX_VERSION=""
 if [ "$NGINX" = 1 ]; then
-  NGINX_VERSION=$(nginx -v 2>&1 | sed 's/^nginx version: //')
-  log "$NGINX_VERSION, proxy_cache_lock: cold key and just-expired key, $RUNS runs each"
-  start_origin
-  free_port PORT
-  N="$TMP/nginx"
-  mkdir -p "$N/cache" "$N/temp"
-  # Workers drop to an unprivileged user when started as root; let it reach its directories.
-  chmod 711 "$TMP" "$N"
-  cat >"$N/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $N/nginx.pid;
-error_log $N/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  default_type application/octet-stream;
-  client_body_temp_path $N/temp/body;
-  proxy_temp_path $N/temp/proxy;
-  fastcgi_temp_path $N/temp/fastcgi;
-  uwsgi_temp_path $N/temp/uwsgi;
-  scgi_temp_path $N/temp/scgi;
-  proxy_cache_path $N/cache levels=1:2 keys_zone=stampede:16m max_size=256m inactive=10m use_temp_path=off;
-  upstream origin { server $ORIGIN; keepalive 64; }
-  server {
-    listen 127.0.0.1:$PORT;
-    keepalive_requests 100000;
-    location /obj/ {
-      proxy_pass http://origin;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_cache stampede;
-      proxy_cache_lock on;
-      proxy_cache_lock_timeout 10s;
-      proxy_cache_lock_age 10s;
-      proxy_cache_use_stale updating error timeout;
-      proxy_cache_background_update on;
-      add_header Cache-Status "nginx; \$upstream_cache_status" always;
-    }
-  }
-}
-EOF
-  start nginx "$PORT" "${TARGET_PIN[@]}" nginx -p "$N" -c "$N/nginx.conf" -e "$N/error.log"
-  # CPU time is counted for the worker (it serves every request); it is forked after the
-  # listening socket is opened, so wait for it.
-  for _ in $(seq 100); do
-    mapfile -t PROXY_PIDS < <(ps -o pid= -o args= --ppid "$LAST_PID" | awk '/worker process/ { print $1 }')
-    [ ${#PROXY_PIDS[@]} -gt 0 ] && break
-    sleep 0.05
-  done
-  for run in $(seq "$RUNS"); do
-    burst nginx "$run" --target "127.0.0.1:$PORT" --path "/obj/nginx-cold-$TAG-$run?$COLD"
-  done
   summarize nginx "nginx proxy_cache_lock, cold key"
-  for run in $(seq "$RUNS"); do
-    burst nginx-swr "$run" --target "127.0.0.1:$PORT" --path "/obj/nginx-swr-$TAG-$run?$STALE" \
-      --prime --release-after-prime-ms "$NGINX_SWR_WAIT_MS"
-  done
   summarize nginx-swr "nginx use_stale updating, just-expired key"
-  stop_all
 fi
 
 # ---------------------------------------------------------------- report
