@@ -194,6 +194,8 @@ CACHET_COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unkno
 
 # shellcheck source=ports.sh
 . "$HERE/ports.sh"
+# shellcheck source=nginx.sh
+. "$HERE/nginx.sh"
 
 # start NAME CMD...: CMD in the background in its own process group (setsid), output in
 # $TMP/NAME.log. LAST_PID is its pid, which is also its process-group id.
@@ -316,44 +318,11 @@ start_cachet() {
 start_nginx() {
   local port N="$TMP/nginx"
   free_port port
-  mkdir -p "$N/cache" "$N/temp"
-  chmod 711 "$N"
-  # Like a common production setup: sendfile on, access log off, long keep-alive. The
+  # Like a common production setup: sendfile on, access log off, long keep-alive; the
   # cache lock, stale-while-updating and background update of the issue, as in stampede.sh.
-  cat >"$N/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $N/nginx.pid;
-error_log $N/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 1000000;
-  default_type application/octet-stream;
-  client_body_temp_path $N/temp/body;
-  proxy_temp_path $N/temp/proxy;
-  fastcgi_temp_path $N/temp/fastcgi;
-  uwsgi_temp_path $N/temp/uwsgi;
-  scgi_temp_path $N/temp/scgi;
-  proxy_cache_path $N/cache levels=1:2 keys_zone=load:64m max_size=1g inactive=1h use_temp_path=off;
-  upstream origin { server $ORIGIN; keepalive 64; }
-  server {
-    listen 127.0.0.1:$port;
-    location /obj/ {
-      proxy_pass http://origin;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_cache load;
-      proxy_cache_lock on;
-      proxy_cache_use_stale updating error timeout;
-      proxy_cache_background_update on;
-      add_header Cache-Status "nginx; \$upstream_cache_status" always;
-    }
-  }
-}
-EOF
+  nginx_conf "$N" "$port" "$ORIGIN" "64m max_size=1g inactive=1h" \
+    $'  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;'
+  chmod 711 "$N"
   start nginx "${TARGET_PIN[@]}" nginx -p "$N" -c "$N/nginx.conf" -e "$N/error.log"
   URL[nginx]="http://127.0.0.1:$port"
   PGID[nginx]=$LAST_PID

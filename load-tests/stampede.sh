@@ -92,6 +92,8 @@ trap 'exit 130' INT TERM
 
 # shellcheck source=ports.sh
 . "$ROOT/load-tests/ports.sh"
+# shellcheck source=nginx.sh
+. "$ROOT/load-tests/nginx.sh"
 
 # wait_port PID PORT NAME: until PORT accepts connections (10 s), or PID died.
 wait_port() {
@@ -228,43 +230,11 @@ NGINX_PIDS=()
 start_nginx() {
   free_port NGINX_PORT
   N="$TMP/nginx"
-  mkdir -p "$N/cache" "$N/temp"
+  nginx_conf "$N" "$NGINX_PORT" "$ORIGIN" "16m max_size=256m inactive=10m" \
+    "  keepalive_requests 100000;" \
+    $'      proxy_cache_lock_timeout 10s;\n      proxy_cache_lock_age 10s;'
   # Workers drop to an unprivileged user when started as root; let it reach its directories.
   chmod 711 "$TMP" "$N"
-  cat >"$N/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $N/nginx.pid;
-error_log $N/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  default_type application/octet-stream;
-  client_body_temp_path $N/temp/body;
-  proxy_temp_path $N/temp/proxy;
-  fastcgi_temp_path $N/temp/fastcgi;
-  uwsgi_temp_path $N/temp/uwsgi;
-  scgi_temp_path $N/temp/scgi;
-  proxy_cache_path $N/cache levels=1:2 keys_zone=stampede:16m max_size=256m inactive=10m use_temp_path=off;
-  upstream origin { server $ORIGIN; keepalive 64; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    keepalive_requests 100000;
-    location /obj/ {
-      proxy_pass http://origin;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_cache stampede;
-      proxy_cache_lock on;
-      proxy_cache_lock_timeout 10s;
-      proxy_cache_lock_age 10s;
-      proxy_cache_use_stale updating error timeout;
-      proxy_cache_background_update on;
-      add_header Cache-Status "nginx; \$upstream_cache_status" always;
-    }
-  }
-}
-EOF
   start nginx "$NGINX_PORT" "${TARGET_PIN[@]}" nginx -p "$N" -c "$N/nginx.conf" -e "$N/error.log"
   # CPU time is counted for the worker (it serves every request); it is forked after the
   # listening socket is opened, so wait for it.
