@@ -293,6 +293,8 @@ fn cpu_time(pids: &[u32]) -> Option<Duration> {
 struct Conn {
     sender: SendRequest<Empty<Bytes>>,
     driver: Pin<Box<Connection<TokioIo<TcpStream>, Empty<Bytes>>>>,
+    /// The driver has finished: the connection is closed and must not be polled again.
+    closed: bool,
 }
 
 async fn connect(addr: SocketAddr) -> Result<Conn, String> {
@@ -308,21 +310,30 @@ async fn connect(addr: SocketAddr) -> Result<Conn, String> {
     Ok(Conn {
         sender,
         driver: Box::pin(driver),
+        closed: false,
     })
 }
 
 /// One GET on `conn`, body read to the end, with its connection polled alongside;
 /// `latency` and `sent_after` are left zero.
 async fn get(conn: &mut Conn, path: &str, host: &str) -> Result<Sample, String> {
+    if conn.closed {
+        return Err(format!("GET {path}: the connection is closed"));
+    }
     let exchange = exchange(&mut conn.sender, path, host);
     tokio::pin!(exchange);
     tokio::select! {
         biased;
         sample = &mut exchange => sample,
-        ended = conn.driver.as_mut() => Err(match ended {
-            Ok(()) => format!("GET {path}: the connection closed"),
-            Err(error) => format!("GET {path}: {error}"),
-        }),
+        ended = conn.driver.as_mut() => {
+            conn.closed = true;
+            match ended {
+                // The server closed after its answer: what was read is already in the
+                // exchange's channels.
+                Ok(()) => exchange.await,
+                Err(error) => Err(format!("GET {path}: {error}")),
+            }
+        }
     }
 }
 
