@@ -4,10 +4,13 @@
 
 # nginx_conf DIR PORT ORIGIN ZONE [HTTP_LINES [LOCATION_LINES]]: writes DIR/nginx.conf for nginx
 # on 127.0.0.1:PORT in front of ORIGIN (host:port); ZONE is the cache's size and limits after
-# `keys_zone=cache:`, HTTP_LINES and LOCATION_LINES are more directives for those blocks.
+# `keys_zone=cache:`, HTTP_LINES and LOCATION_LINES are more directives for those blocks. The
+# directory above DIR must let others through (chmod 711) for a worker started as root.
 nginx_conf() {
   local dir=$1 port=$2 origin=$3 zone=$4 http_lines=${5:-} location_lines=${6:-}
   mkdir -p "$dir/cache" "$dir/temp"
+  # Workers drop to an unprivileged user when started as root; let them reach their files.
+  chmod 711 "$dir"
   cat >"$dir/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;

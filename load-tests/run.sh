@@ -322,7 +322,6 @@ start_nginx() {
   # cache lock, stale-while-updating and background update of the issue, as in stampede.sh.
   nginx_conf "$N" "$port" "$ORIGIN" "64m max_size=1g inactive=1h" \
     $'  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;'
-  chmod 711 "$N"
   start nginx "${TARGET_PIN[@]}" nginx -p "$N" -c "$N/nginx.conf" -e "$N/error.log"
   URL[nginx]="http://127.0.0.1:$port"
   PGID[nginx]=$LAST_PID

@@ -233,8 +233,8 @@ start_nginx() {
   nginx_conf "$N" "$NGINX_PORT" "$ORIGIN" "16m max_size=256m inactive=10m" \
     "  keepalive_requests 100000;" \
     $'      proxy_cache_lock_timeout 10s;\n      proxy_cache_lock_age 10s;'
-  # Workers drop to an unprivileged user when started as root; let it reach its directories.
-  chmod 711 "$TMP" "$N"
+  # nginx_conf opens its own directory to the worker; the one above it must be passable too.
+  chmod 711 "$TMP"
   start nginx "$NGINX_PORT" "${TARGET_PIN[@]}" nginx -p "$N" -c "$N/nginx.conf" -e "$N/error.log"
   # CPU time is counted for the worker (it serves every request); it is forked after the
   # listening socket is opened, so wait for it.

@@ -289,12 +289,14 @@ fn cpu_time(pids: &[u32]) -> Option<Duration> {
     Some(Duration::from_nanos(total))
 }
 
+/// hyper's side of a client connection: the future that does its I/O.
+type Driver = Pin<Box<Connection<TokioIo<TcpStream>, Empty<Bytes>>>>;
+
 /// A keep-alive HTTP/1.1 connection whose I/O is driven by the task that sends on it.
 struct Conn {
     sender: SendRequest<Empty<Bytes>>,
-    driver: Pin<Box<Connection<TokioIo<TcpStream>, Empty<Bytes>>>>,
-    /// The driver has finished: the connection is closed and must not be polled again.
-    closed: bool,
+    /// `None` once it has finished: the connection is closed and must not be polled again.
+    driver: Option<Driver>,
 }
 
 async fn connect(addr: SocketAddr) -> Result<Conn, String> {
@@ -309,24 +311,23 @@ async fn connect(addr: SocketAddr) -> Result<Conn, String> {
         .map_err(|e| format!("handshake {addr}: {e}"))?;
     Ok(Conn {
         sender,
-        driver: Box::pin(driver),
-        closed: false,
+        driver: Some(Box::pin(driver)),
     })
 }
 
 /// One GET on `conn`, body read to the end, with its connection polled alongside;
 /// `latency` and `sent_after` are left zero.
 async fn get(conn: &mut Conn, path: &str, host: &str) -> Result<Sample, String> {
-    if conn.closed {
+    let Some(driver) = conn.driver.as_mut() else {
         return Err(format!("GET {path}: the connection is closed"));
-    }
+    };
     let exchange = exchange(&mut conn.sender, path, host);
     tokio::pin!(exchange);
     tokio::select! {
         biased;
         sample = &mut exchange => sample,
-        ended = conn.driver.as_mut() => {
-            conn.closed = true;
+        ended = driver.as_mut() => {
+            conn.driver = None;
             match ended {
                 // The server closed after its answer: what was read is already in the
                 // exchange's channels.
