@@ -1,16 +1,18 @@
-//! Serves any tower service on a bound listener: HTTP/1.1 and h2c (hyper-util's auto
-//! builder), header-size limits, the header-read and idle timeouts (`deadline`), a connection
+//! Serves any tower service on a bound listener: HTTP/1.1 and h2c (told apart by `preface`,
+//! then hyper's connection for that protocol), header-size limits, the header-read and idle timeouts (`deadline`), a connection
 //! cap, and a graceful drain bounded by `drain_timeout` when the shutdown future completes.
 //!
 //! Each connection gets its own service, made from the peer's address: the address reaches
 //! the request path without a per-request extension (three allocations per request).
 
 mod deadline;
+mod preface;
 mod tracking;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -18,8 +20,8 @@ use std::time::Duration;
 use futures_util::future::Either;
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -29,6 +31,7 @@ use tower::util::Oneshot;
 
 use crate::config::ServerConfig;
 use deadline::{Activity, Deadline, Expired};
+use preface::Protocol;
 use tracking::{InFlight, Tracked, Watched};
 
 /// Connection-level limits, from `[server]`.
@@ -87,7 +90,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let builder = Arc::new(builder(&limits));
+    let builders = Arc::new(Builders::new(&limits));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -116,7 +119,7 @@ where
             stream,
             peer,
             for_peer(peer),
-            Arc::clone(&builder),
+            Arc::clone(&builders),
             limits,
             stop_rx.clone(),
             permit,
@@ -142,30 +145,43 @@ where
     Ok(())
 }
 
-fn builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        // `deadline` keeps this timeout with one timer per connection; hyper's own arms a
-        // timer per request and also cuts keep-alive connections idle for that long.
-        .header_read_timeout(None)
-        // Larger request heads are refused with 431 by hyper.
-        .max_buf_size(limits.max_header_bytes.max(MIN_BUF_SIZE))
-        // More header lines are refused with 431 by hyper too.
-        .max_headers(limits.max_headers)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    builder
+/// hyper's connection builders, one per protocol.
+struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
 }
+
+impl Builders {
+    fn new(limits: &ServerLimits) -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            // `deadline` keeps this timeout with one timer per connection; hyper's own arms a
+            // timer per request and also cuts keep-alive connections idle for that long.
+            .header_read_timeout(None)
+            // Larger request heads are refused with 431 by hyper.
+            .max_buf_size(limits.max_header_bytes.max(MIN_BUF_SIZE))
+            // More header lines are refused with 431 by hyper too.
+            .max_headers(limits.max_headers)
+            .keep_alive(true);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        Self { http1, http2 }
+    }
+}
+
+/// A connection hyper serves, in the protocol `preface` found.
+type Served<S> = Either<
+    http1::Connection<TokioIo<Watched>, S>,
+    http2::Connection<TokioIo<Watched>, S, TokioExecutor>,
+>;
 
 async fn connection<S, B>(
     stream: TcpStream,
     peer: SocketAddr,
     service: S,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     limits: ServerLimits,
     mut stop: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
@@ -194,15 +210,50 @@ async fn connection<S, B>(
             Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
         }
     });
-    let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
-    let conn = builder.serve_connection(io, hyper_service);
-    tokio::pin!(conn);
+    let mut io = Watched::new(stream, Arc::clone(&activity));
     let mut deadline = Deadline::new(Arc::clone(&activity));
-    let mut closing = false;
     if *stop.borrow() {
-        closing = true;
-        conn.as_mut().graceful_shutdown();
+        return;
     }
+    let sniffed = {
+        // One future throughout: bytes it has read must not be dropped with it.
+        let sniffing = preface::sniff(&mut io);
+        tokio::pin!(sniffing);
+        loop {
+            tokio::select! {
+                sniffed = &mut sniffing => break sniffed,
+                changed = stop.changed() => if changed.is_err() || *stop.borrow() {
+                    return;
+                },
+                _ = &mut deadline => {
+                    tracing::debug!(%peer, "no request head within header_read_timeout; closing");
+                    return;
+                }
+            }
+        }
+    };
+    let protocol = match sniffed {
+        Ok((protocol, first)) => {
+            io.replay(first);
+            protocol
+        }
+        Err(error) => {
+            tracing::debug!(%peer, %error, "connection ended before its first request");
+            return;
+        }
+    };
+    let io = TokioIo::new(io);
+    let conn = match protocol {
+        Protocol::Http1 => Either::Left(builders.http1.serve_connection(io, hyper_service)),
+        Protocol::Http2 => Either::Right(builders.http2.serve_connection(io, hyper_service)),
+    };
+    tokio::pin!(conn);
+    // Finishes the requests in flight, then closes (HTTP/2: GOAWAY).
+    let graceful_shutdown = |conn: Pin<&mut Served<_>>| match conn.as_pin_mut() {
+        Either::Left(http1) => http1.graceful_shutdown(),
+        Either::Right(http2) => http2.graceful_shutdown(),
+    };
+    let mut closing = false;
     loop {
         tokio::select! {
             // The connection first: a deadline its poll begins is armed in the same pass.
@@ -215,9 +266,8 @@ async fn connection<S, B>(
             }
             changed = stop.changed(), if !closing => {
                 if changed.is_err() || *stop.borrow() {
-                    // Finishes the requests in flight, then closes (HTTP/2: GOAWAY).
                     closing = true;
-                    conn.as_mut().graceful_shutdown();
+                    graceful_shutdown(conn.as_mut());
                 }
             }
             expired = &mut deadline => match expired {
@@ -232,7 +282,7 @@ async fn connection<S, B>(
                 Expired::Idle if closing => return,
                 Expired::Idle => {
                     closing = true;
-                    conn.as_mut().graceful_shutdown();
+                    graceful_shutdown(conn.as_mut());
                     deadline.wake_at(Instant::now() + CLOSE_GRACE);
                 }
             },
@@ -319,5 +369,57 @@ mod tests {
         assert!(!service.called.load(Ordering::SeqCst));
         assert_eq!(future.await, Ok(1));
         assert!(service.called.load(Ordering::SeqCst));
+    }
+
+    /// A drain does not wait for a connection that has not sent its first byte: it is closed
+    /// at once, not at `header_read_timeout` or `drain_timeout`.
+    #[tokio::test]
+    async fn a_drain_closes_a_connection_that_has_sent_nothing_at_once() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let hour = Duration::from_secs(3600);
+        let limits = ServerLimits {
+            header_read_timeout: hour,
+            idle_timeout: hour,
+            max_connections: 8,
+            max_header_bytes: MIN_BUF_SIZE,
+            max_headers: 100,
+            drain_timeout: hour,
+        };
+        let answer = |_: SocketAddr| {
+            tower::service_fn(|_: Request<Incoming>| async {
+                Ok::<_, Infallible>(Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+            })
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, answer, limits, async {
+            let _ = stopped.await;
+        }));
+        let mut silent = TcpStream::connect(addr).await.expect("connect");
+        // Accepted in order: once this one is answered, the silent one was accepted before it.
+        let mut asking = TcpStream::connect(addr).await.expect("connect");
+        asking
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answered = Vec::new();
+        asking.read_to_end(&mut answered).await.expect("read");
+        assert!(answered.starts_with(b"HTTP/1.1 200"), "{answered:?}");
+
+        stop.send(()).expect("server running");
+        let within = Duration::from_secs(10);
+        tokio::time::timeout(within, server)
+            .await
+            .expect("the drain waited for the silent connection")
+            .expect("server task")
+            .expect("serve");
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(within, silent.read_to_end(&mut rest)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "the silent connection is still open: {read:?}"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! What a connection tells its [`Activity`]: a guard per request in flight ([`InFlight`]), held
 //! by its response body ([`Tracked`]) until hyper is done with it, and the socket wrapper
-//! ([`Watched`]) that sees request bytes arrive and writes block, and puts the close of a
-//! finished connection behind the requests already waiting.
+//! ([`Watched`]) that sees request bytes arrive and writes block, replays the first bytes
+//! `preface` read, and puts the close of a finished connection behind the requests already
+//! waiting.
 
 use std::future::Future;
 use std::io;
@@ -97,6 +98,10 @@ impl<B: Body + Unpin> Body for Tracked<B> {
 pub(super) struct Watched {
     stream: TcpStream,
     activity: Arc<Activity>,
+    /// Bytes already read from the socket that hyper reads first (see `preface`), and how many
+    /// of them it has.
+    replay: Vec<u8>,
+    replayed: usize,
     /// A read found the end of the client's stream: the client closed (or half-closed) first.
     peer_closed: bool,
     /// How often its close has yielded, and the thread's request count when it last did.
@@ -117,10 +122,18 @@ impl Watched {
         Self {
             stream,
             activity,
+            replay: Vec::new(),
+            replayed: 0,
             peer_closed: false,
             close_yields: 0,
             started_at_yield: 0,
         }
+    }
+
+    /// Makes `bytes`, read from this socket already, what the next reads return.
+    pub(super) fn replay(&mut self, bytes: Vec<u8>) {
+        self.replay = bytes;
+        self.replayed = 0;
     }
 }
 
@@ -131,6 +144,17 @@ impl AsyncRead for Watched {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.replayed < this.replay.len() {
+            let rest = &this.replay[this.replayed..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.replayed += n;
+            if this.replayed == this.replay.len() {
+                this.replay = Vec::new();
+                this.replayed = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let read = Pin::new(&mut this.stream).poll_read(cx, buf);
         if buf.filled().len() > before {
@@ -297,6 +321,32 @@ mod tests {
     async fn a_close_yields_once_when_no_request_starts() {
         let passes = passes_during_close(false).await;
         assert!(passes <= 2, "{passes} passes before the close");
+    }
+
+    /// What `preface` read comes first, in pieces as small as the reader asks for, then the
+    /// socket's own bytes.
+    #[tokio::test]
+    async fn replayed_bytes_are_read_before_the_sockets_in_the_readers_sizes() {
+        let (mut watched, mut client) = pair().await;
+        watched.replay(b"GET / HTTP/1.1\r\n".to_vec());
+        client.write_all(b"Host: x\r\n\r\n").await.expect("write");
+        client.shutdown().await.expect("client shutdown");
+        let mut pieces = Vec::new();
+        loop {
+            let mut piece = [0u8; 5];
+            let n = watched.read(&mut piece).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            pieces.push(piece[..n].to_vec());
+        }
+        assert_eq!(&pieces[..4], [&b"GET /"[..], b" HTTP", b"/1.1\r", b"\n"]);
+        assert_eq!(pieces.concat(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(watched.peer_closed);
+        assert!(
+            watched.replay.is_empty(),
+            "the replay's buffer is freed once read"
+        );
     }
 
     #[tokio::test]
