@@ -1,6 +1,7 @@
 //! Serves any tower service on a bound listener: HTTP/1.1 and h2c (told apart by `preface`,
-//! then hyper's connection for that protocol), header-size limits, the header-read and idle timeouts (`deadline`), a connection
-//! cap, and a graceful drain bounded by `drain_timeout` when the shutdown future completes.
+//! then hyper's connection for that protocol), header-size limits, the header-read and idle
+//! timeouts (`deadline`), a connection cap, and a graceful drain bounded by `drain_timeout`
+//! when the shutdown future completes.
 //!
 //! Each connection gets its own service, made from the peer's address: the address reaches
 //! the request path without a per-request extension (three allocations per request).
