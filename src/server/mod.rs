@@ -25,7 +25,6 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower::util::Oneshot;
@@ -92,9 +91,11 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let builders = Arc::new(Builders::new(&limits));
+    // Each connection holds a permit until it ends: the semaphore caps them and, at the end,
+    // tells when they have all ended (no task set to join, which cost a lock and a scan per
+    // accepted connection).
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut connections = JoinSet::new();
+    let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -115,35 +116,60 @@ where
                 }
             },
         };
-        while connections.try_join_next().is_some() {}
-        connections.spawn(connection(
+        tokio::spawn(connection(
             stream,
             peer,
             for_peer(peer),
             Arc::clone(&builders),
             limits,
-            stop_rx.clone(),
+            phase_rx.clone(),
             permit,
         ));
     }
     drop(listener);
-    let _ = stop_tx.send(true);
-    let open = connections.len();
+    let _ = phase_tx.send(Phase::Draining);
+    let open = limits.max_connections - permits.available_permits();
     if open > 0 {
         tracing::info!(connections = open, "draining");
     }
-    let drained = tokio::time::timeout(limits.drain_timeout, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
+    let all_ended = all_ended(&permits, limits.max_connections);
+    tokio::pin!(all_ended);
+    if tokio::time::timeout(limits.drain_timeout, &mut all_ended)
+        .await
+        .is_err()
+    {
         tracing::warn!(
-            connections = connections.len(),
+            connections = limits.max_connections - permits.available_permits(),
             "drain timeout passed; closing remaining connections"
         );
-        connections.shutdown().await;
+        let _ = phase_tx.send(Phase::Closing);
+        all_ended.await;
     }
     Ok(())
+}
+
+/// What the server asks of its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    /// Finish the requests in flight, then close.
+    Draining,
+    /// Close now: the drain timeout has passed.
+    Closing,
+}
+
+/// Waits until every connection has given its permit back.
+async fn all_ended(permits: &Semaphore, max_connections: usize) {
+    let mut held = Vec::new();
+    let mut left = max_connections;
+    while left > 0 {
+        let chunk = u32::try_from(left).unwrap_or(u32::MAX);
+        match permits.acquire_many(chunk).await {
+            Ok(permit) => held.push(permit),
+            Err(_) => return,
+        }
+        left -= chunk as usize;
+    }
 }
 
 /// hyper's connection builders, one per protocol.
@@ -184,7 +210,7 @@ async fn connection<S, B>(
     service: S,
     builders: Arc<Builders>,
     limits: ServerLimits,
-    mut stop: watch::Receiver<bool>,
+    mut phase: watch::Receiver<Phase>,
     _permit: OwnedSemaphorePermit,
 ) where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -213,7 +239,7 @@ async fn connection<S, B>(
     });
     let mut io = Watched::new(stream, Arc::clone(&activity));
     let mut deadline = Deadline::new(Arc::clone(&activity));
-    if *stop.borrow() {
+    if *phase.borrow() != Phase::Serving {
         return;
     }
     let sniffed = {
@@ -223,7 +249,7 @@ async fn connection<S, B>(
         loop {
             tokio::select! {
                 sniffed = &mut sniffing => break sniffed,
-                changed = stop.changed() => if changed.is_err() || *stop.borrow() {
+                changed = phase.changed() => if changed.is_err() || *phase.borrow() != Phase::Serving {
                     return;
                 },
                 _ = &mut deadline => {
@@ -265,12 +291,14 @@ async fn connection<S, B>(
                 }
                 return;
             }
-            changed = stop.changed(), if !closing => {
-                if changed.is_err() || *stop.borrow() {
+            changed = phase.changed() => match changed.map(|()| *phase.borrow()) {
+                Ok(Phase::Serving) => {}
+                Ok(Phase::Draining) => if !closing {
                     closing = true;
                     graceful_shutdown(conn.as_mut());
-                }
-            }
+                },
+                Ok(Phase::Closing) | Err(_) => return,
+            },
             expired = &mut deadline => match expired {
                 Expired::HeadRead => {
                     tracing::debug!(%peer, "no request head within header_read_timeout; closing");
@@ -372,12 +400,26 @@ mod tests {
         assert!(service.called.load(Ordering::SeqCst));
     }
 
-    /// A drain does not wait for a connection that has not sent its first byte: it is closed
-    /// at once, not at `header_read_timeout` or `drain_timeout`.
-    #[tokio::test]
-    async fn a_drain_closes_a_connection_that_has_sent_nothing_at_once() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
+    /// A server on a loopback port with `service` for every connection and `drain_timeout`;
+    /// its address, its task, and what stops it.
+    async fn start_server<S>(
+        service: S,
+        drain_timeout: Duration,
+    ) -> (
+        SocketAddr,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+        tokio::sync::oneshot::Sender<()>,
+    )
+    where
+        S: tower::Service<
+                Request<Incoming>,
+                Response = Response<http_body_util::Empty<bytes::Bytes>>,
+                Error = Infallible,
+            > + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let hour = Duration::from_secs(3600);
@@ -387,40 +429,82 @@ mod tests {
             max_connections: 8,
             max_header_bytes: MIN_BUF_SIZE,
             max_headers: 100,
-            drain_timeout: hour,
-        };
-        let answer = |_: SocketAddr| {
-            tower::service_fn(|_: Request<Incoming>| async {
-                Ok::<_, Infallible>(Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
-            })
+            drain_timeout,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, answer, limits, async {
+        let server = tokio::spawn(serve(listener, move |_| service.clone(), limits, async {
             let _ = stopped.await;
         }));
+        (addr, server, stop)
+    }
+
+    /// Reads `stream` to its end, for at most ten seconds.
+    async fn read_to_end_within(stream: &mut TcpStream) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut read = Vec::new();
+        let within = Duration::from_secs(10);
+        // A reset also ends it.
+        let _ = tokio::time::timeout(within, stream.read_to_end(&mut read))
+            .await
+            .expect("the connection is still open");
+        read
+    }
+
+    /// Waits for `server` to return, for at most ten seconds.
+    async fn returned_within(server: tokio::task::JoinHandle<std::io::Result<()>>, what: &str) {
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .unwrap_or_else(|_| panic!("{what}"))
+            .expect("server task")
+            .expect("serve");
+    }
+
+    const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+    /// A drain does not wait for a connection that has not sent its first byte: it is closed
+    /// at once, not at `header_read_timeout` or `drain_timeout`.
+    #[tokio::test]
+    async fn a_drain_closes_a_connection_that_has_sent_nothing_at_once() {
+        use tokio::io::AsyncWriteExt;
+
+        let answer = tower::service_fn(|_: Request<Incoming>| async {
+            Ok::<_, Infallible>(Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+        });
+        let (addr, server, stop) = start_server(answer, Duration::from_secs(3600)).await;
         let mut silent = TcpStream::connect(addr).await.expect("connect");
         // Accepted in order: once this one is answered, the silent one was accepted before it.
         let mut asking = TcpStream::connect(addr).await.expect("connect");
-        asking
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("write");
-        let mut answered = Vec::new();
-        asking.read_to_end(&mut answered).await.expect("read");
+        asking.write_all(REQUEST).await.expect("write");
+        let answered = read_to_end_within(&mut asking).await;
         assert!(answered.starts_with(b"HTTP/1.1 200"), "{answered:?}");
 
         stop.send(()).expect("server running");
-        let within = Duration::from_secs(10);
-        tokio::time::timeout(within, server)
+        returned_within(server, "the drain waited for the silent connection").await;
+        assert_eq!(read_to_end_within(&mut silent).await, b"");
+    }
+
+    /// A request still in flight when `drain_timeout` passes is cut off: its connection is
+    /// closed without an answer and `serve` returns.
+    #[tokio::test]
+    async fn at_the_drain_timeout_a_request_still_in_flight_is_cut_off() {
+        use tokio::io::AsyncWriteExt;
+
+        let (called_tx, mut called) = tokio::sync::mpsc::unbounded_channel();
+        let never = tower::service_fn(move |_: Request<Incoming>| {
+            let _ = called_tx.send(());
+            std::future::pending::<Result<Response<http_body_util::Empty<bytes::Bytes>>, Infallible>>(
+            )
+        });
+        let (addr, server, stop) = start_server(never, Duration::from_millis(100)).await;
+        let mut stuck = TcpStream::connect(addr).await.expect("connect");
+        stuck.write_all(REQUEST).await.expect("write");
+        called
+            .recv()
             .await
-            .expect("the drain waited for the silent connection")
-            .expect("server task")
-            .expect("serve");
-        let mut rest = Vec::new();
-        let read = tokio::time::timeout(within, silent.read_to_end(&mut rest)).await;
-        assert!(
-            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
-            "the silent connection is still open: {read:?}"
-        );
+            .expect("the request reached the service");
+
+        stop.send(()).expect("server running");
+        returned_within(server, "serve waited past the drain timeout").await;
+        assert_eq!(read_to_end_within(&mut stuck).await, b"");
     }
 }

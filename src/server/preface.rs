@@ -5,7 +5,12 @@
 //! connection cost two `recvfrom`s, plus a layer around every later read; here the first read
 //! is as large as hyper's own, and what it took is replayed once.
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, ReadBuf};
 
 /// What opens every HTTP/2 connection (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -13,6 +18,13 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How much the first read may take: hyper's own first read buffer, so a request head that
 /// fits hyper's first read fits this one.
 const FIRST_READ: usize = 8192;
+
+thread_local! {
+    /// Where first reads land; what they read is then kept in a buffer of its own size. A
+    /// buffer of [`FIRST_READ`] per connection took glibc's slow path (beyond its per-thread
+    /// cache) on every connection.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; FIRST_READ].into_boxed_slice());
+}
 
 /// The protocol a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,12 +39,10 @@ pub(super) enum Protocol {
 ///
 /// # Errors
 /// A read error from `io`.
-pub(super) async fn sniff<R: AsyncRead + Unpin>(
-    io: &mut R,
-) -> std::io::Result<(Protocol, Vec<u8>)> {
-    let mut first = Vec::with_capacity(FIRST_READ);
+pub(super) async fn sniff<R: AsyncRead + Unpin>(io: &mut R) -> io::Result<(Protocol, Vec<u8>)> {
+    let mut first = Vec::new();
     loop {
-        let read = io.read_buf(&mut first).await?;
+        let read = std::future::poll_fn(|cx| read_more(io, cx, &mut first)).await?;
         let seen = first.len().min(H2_PREFACE.len());
         if read == 0 || first[..seen] != H2_PREFACE[..seen] {
             return Ok((Protocol::Http1, first));
@@ -41,6 +51,21 @@ pub(super) async fn sniff<R: AsyncRead + Unpin>(
             return Ok((Protocol::Http2, first));
         }
     }
+}
+
+/// One read of up to [`FIRST_READ`] bytes in all, through [`SCRATCH`], appended to `first`.
+fn read_more<R: AsyncRead + Unpin>(
+    io: &mut R,
+    cx: &mut Context<'_>,
+    first: &mut Vec<u8>,
+) -> Poll<io::Result<usize>> {
+    SCRATCH.with_borrow_mut(|scratch| {
+        let room = FIRST_READ.saturating_sub(first.len());
+        let mut buf = ReadBuf::new(&mut scratch[..room]);
+        ready!(Pin::new(io).poll_read(cx, &mut buf))?;
+        first.extend_from_slice(buf.filled());
+        Poll::Ready(Ok(buf.filled().len()))
+    })
 }
 
 #[cfg(test)]
