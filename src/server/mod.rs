@@ -132,18 +132,19 @@ where
     if open > 0 {
         tracing::info!(connections = open, "draining");
     }
-    let all_ended = all_ended(&permits, limits.max_connections);
-    tokio::pin!(all_ended);
-    if tokio::time::timeout(limits.drain_timeout, &mut all_ended)
-        .await
-        .is_err()
-    {
+    let drained = tokio::time::timeout(
+        limits.drain_timeout,
+        all_ended(&permits, limits.max_connections),
+    )
+    .await;
+    if drained.is_err() {
+        // The wait that timed out gave back the permits it had gathered.
         tracing::warn!(
             connections = limits.max_connections - permits.available_permits(),
             "drain timeout passed; closing remaining connections"
         );
         let _ = phase_tx.send(Phase::Closing);
-        all_ended.await;
+        all_ended(&permits, limits.max_connections).await;
     }
     Ok(())
 }
@@ -503,8 +504,50 @@ mod tests {
             .await
             .expect("the request reached the service");
 
+        let logs = Logs::default();
+        let _logging = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(logs.clone())
+                .with_ansi(false)
+                .finish(),
+        );
         stop.send(()).expect("server running");
         returned_within(server, "serve waited past the drain timeout").await;
         assert_eq!(read_to_end_within(&mut stuck).await, b"");
+        let logged = logs.text();
+        let warning = logged
+            .lines()
+            .find(|line| line.contains("drain timeout passed"))
+            .unwrap_or_else(|| panic!("no drain-timeout warning in {logged}"));
+        assert!(warning.contains("connections=1"), "{warning}");
+    }
+
+    /// What a test's subscriber wrote (the server's tasks run on the test's thread).
+    #[derive(Clone, Default)]
+    struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Logs {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().expect("logs")).into_owned()
+        }
+    }
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("logs").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+        type Writer = Self;
+
+        fn make_writer(&'a self) -> Self {
+            self.clone()
+        }
     }
 }
