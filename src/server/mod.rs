@@ -223,6 +223,10 @@ async fn connection<S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // Accepted just before a drain: nothing was sent on it yet.
+    if *phase.borrow() != Phase::Serving {
+        return;
+    }
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new(
         Instant::now(),
@@ -240,9 +244,6 @@ async fn connection<S, B>(
     });
     let mut io = Watched::new(stream, Arc::clone(&activity));
     let mut deadline = Deadline::new(Arc::clone(&activity));
-    if *phase.borrow() != Phase::Serving {
-        return;
-    }
     let sniffed = {
         // One future throughout: bytes it has read must not be dropped with it.
         let sniffing = preface::sniff(&mut io);
@@ -338,10 +339,15 @@ where
 }
 
 #[cfg(test)]
+#[path = "../../tests/support/logs.rs"]
+mod logs;
+
+#[cfg(test)]
 mod tests {
     use std::future::Ready;
     use std::sync::atomic::{AtomicBool, Ordering};
 
+    use super::logs::Captured;
     use super::*;
 
     /// Answers how many holders its request had when called; not ready on its first poll when
@@ -504,13 +510,8 @@ mod tests {
             .await
             .expect("the request reached the service");
 
-        let logs = Logs::default();
-        let _logging = tracing::subscriber::set_default(
-            tracing_subscriber::fmt()
-                .with_writer(logs.clone())
-                .with_ansi(false)
-                .finish(),
-        );
+        let logs = Captured::default();
+        let _logging = logs.capture(true);
         stop.send(()).expect("server running");
         returned_within(server, "serve waited past the drain timeout").await;
         assert_eq!(read_to_end_within(&mut stuck).await, b"");
@@ -519,35 +520,6 @@ mod tests {
             .lines()
             .find(|line| line.contains("drain timeout passed"))
             .unwrap_or_else(|| panic!("no drain-timeout warning in {logged}"));
-        assert!(warning.contains("connections=1"), "{warning}");
-    }
-
-    /// What a test's subscriber wrote (the server's tasks run on the test's thread).
-    #[derive(Clone, Default)]
-    struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl Logs {
-        fn text(&self) -> String {
-            String::from_utf8_lossy(&self.0.lock().expect("logs")).into_owned()
-        }
-    }
-
-    impl std::io::Write for Logs {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("logs").extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-        type Writer = Self;
-
-        fn make_writer(&'a self) -> Self {
-            self.clone()
-        }
+        assert!(warning.contains(r#""connections":1"#), "{warning}");
     }
 }
